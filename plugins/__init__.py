@@ -1,0 +1,1 @@
+"""kdtoolbox's built-in plugins, installed as the package ``kdtoolbox_plugins``."""

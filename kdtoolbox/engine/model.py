@@ -1,0 +1,115 @@
+"""DistillationModel: the mmengine ``BaseModel`` that the runner trains.
+
+One training step (``mode='loss'``):
+
+1. the runner's ``train_step`` runs the student's data preprocessor once;
+2. the teacher runs in eval mode under ``no_grad`` with its recorders, only as far as needed;
+3. the student's own ``loss()`` runs with its recorders; its task losses come back as usual;
+4. the distiller turns (student records, teacher records, context) into losses, in fp32;
+5. the dict merges ``loss_*`` from the student with ``distill.<name>.loss_*`` from the distiller,
+   scaled by ``distill_loss_scale`` (set by :class:`DistillLossScheduleHook`).
+
+``predict`` and ``tensor`` modes are the student alone. The teacher is held outside the module
+tree: it is not in ``state_dict()`` (checkpoints hold the student and the distiller's learnable
+parts), not seen by DDP or the optimizer, but it follows ``.to()`` / ``.cuda()``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+
+from ..registry import DISTILLERS, MODELS
+from .builder import build_model
+from .context import DistillContext
+from .recorder import Recorder
+from .teacher import TeacherRunner, build_teacher
+
+
+def _to_fp32(value: Any) -> Any:
+    """Cast floating tensors (also inside tuples/lists/dicts) to float32: losses run in fp32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_fp32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_fp32(v) for k, v in value.items()}
+    return value
+
+
+@MODELS.register_module()
+class DistillationModel(BaseModel):
+    """A student trained with a frozen teacher through a distiller.
+
+    Args:
+        student: the student's model dict, config path (``'mmdet::...'`` works) or Config.
+        teacher: the teacher's model dict, config path or Config.
+        distiller: a distiller config (``DISTILLERS``), e.g. ``dict(type='FitNet', ...)``.
+        teacher_checkpoint: path of the teacher's weights, loaded on CPU. None leaves the teacher
+            randomly initialised (a warning says so): only for smoke tests.
+        teacher_strict: load the teacher checkpoint strictly (missing or unexpected keys fail).
+        teacher_mode: the mode of the teacher's forward ('tensor' or 'loss').
+        truncate_teacher: stop the teacher after its last recorded top-level module.
+        data_preprocessor: defaults to the student's own.
+    """
+
+    def __init__(self, student: Union[dict, str], teacher: Union[dict, str], distiller: dict,
+                 teacher_checkpoint: Optional[str] = None, teacher_strict: bool = True,
+                 teacher_mode: str = 'tensor', truncate_teacher: bool = True,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+        student_model = build_model(student, 'student')
+        if data_preprocessor is None:
+            data_preprocessor = getattr(student_model, 'data_preprocessor', None)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = student_model
+        self.distiller = DISTILLERS.build(distiller, where='distiller')
+        # Outside the module tree on purpose (see the module docstring).
+        object.__setattr__(self, 'teacher', build_teacher(teacher, teacher_checkpoint, teacher_strict))
+        self.student_recorder = Recorder(self.student, self.distiller.student_recorders, 'student')
+        teacher_recorder = Recorder(self.teacher, self.distiller.teacher_recorders, 'teacher')
+        self.teacher_runner = TeacherRunner(self.teacher, teacher_recorder, teacher_mode, truncate_teacher)
+        #: multiplies every distillation loss; 0 skips the teacher pass entirely
+        self.distill_loss_scale = 1.0
+
+    # --- the teacher follows device moves and stays in eval mode --------------------------
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.teacher._apply(fn)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # --- forward -----------------------------------------------------------------------------
+    def forward(self, inputs: Any, data_samples: Optional[list] = None, mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode in ('predict', 'tensor'):
+            return self.student(inputs, data_samples, mode=mode)
+        raise ValueError(f"DistillationModel: invalid mode {mode!r}: expected 'loss', 'predict' or 'tensor'")
+
+    def loss(self, inputs: Any, data_samples: Optional[list] = None) -> dict:
+        scale = float(self.distill_loss_scale)
+        if scale == 0.0:  # distillation switched off (warm-up / stopped): the student alone
+            return self.student.loss(inputs, data_samples)
+        teacher_records = self.teacher_runner(inputs, data_samples)
+        with self.student_recorder:
+            losses = dict(self.student.loss(inputs, data_samples))
+        context = DistillContext.from_batch(inputs, data_samples)
+        student_records = self.student_recorder.records()
+        device_type = inputs.device.type if isinstance(inputs, torch.Tensor) else 'cpu'
+        with torch.autocast(device_type=device_type, enabled=False):
+            distill_losses = self.distiller(student_records.with_transform(_to_fp32),
+                                            teacher_records.with_transform(_to_fp32), context)
+        self.student_recorder.clear()
+        self.teacher_runner.recorder.clear()
+        for key, value in distill_losses.items():
+            full_key = f'distill.{key}'
+            if full_key in losses:
+                raise KeyError(f'distiller output {full_key!r} collides with a student loss')
+            losses[full_key] = value * scale if 'loss' in key else value
+        return losses

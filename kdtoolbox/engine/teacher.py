@@ -1,0 +1,88 @@
+"""The teacher: built from a config, loaded from a checkpoint on CPU, frozen, and truncated.
+
+Truncation: the teacher's forward is stopped right after the last of its top-level submodules
+that holds a recorded module has returned (raising :class:`_TeacherDone` from a forward hook),
+so e.g. a teacher whose neck is recorded never runs its head.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.runner import load_checkpoint
+
+from .builder import build_model
+from .recorder import Recorder, common_top_level
+
+
+class _TeacherDone(Exception):
+    """Raised by a hook once every recorded part of the teacher has run."""
+
+
+def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> nn.Module:
+    """Build, load (``map_location='cpu'``) and freeze a teacher model."""
+    teacher = build_model(cfg, 'teacher')
+    if checkpoint is not None:
+        load_checkpoint(teacher, checkpoint, map_location='cpu', strict=strict,
+                        revise_keys=[(r'^module\.', '')])
+    else:
+        if hasattr(teacher, 'init_weights'):
+            teacher.init_weights()
+        print_log('teacher_checkpoint is None: the teacher has randomly initialised weights',
+                  logger='current', level=logging.WARNING)
+    teacher._is_init = True  # a later init_weights() must not overwrite the loaded weights
+    teacher.requires_grad_(False)
+    teacher.eval()
+    return teacher
+
+
+class TeacherRunner:
+    """Runs a frozen teacher under ``no_grad`` with its recorder, stopping as early as possible.
+
+    Args:
+        teacher: the frozen teacher model (an mmengine BaseModel).
+        recorder: the teacher's :class:`Recorder`.
+        mode: the mode the teacher's forward is called in ('tensor' runs no loss and no
+            post-processing; 'loss' when a distiller records something only the loss path computes).
+        truncate: stop after the last recorded top-level module.
+    """
+
+    def __init__(self, teacher: nn.Module, recorder: Recorder, mode: str = 'tensor', truncate: bool = True):
+        self.teacher = teacher
+        self.recorder = recorder
+        self.mode = mode
+        self._pending: set[str] = set()
+        self._running = False
+        self.stop_modules: list[str] = []
+        tops = common_top_level(recorder.module_paths()) if truncate else None
+        if tops:
+            self.stop_modules = tops
+            for top in tops:  # registered after the recorder's hooks, so records come first
+                teacher.get_submodule(top).register_forward_hook(self._make_stop_hook(top))
+
+    def _make_stop_hook(self, top: str):
+        def hook(module, inputs, output):
+            if not self._running:
+                return
+            self._pending.discard(top)
+            if not self._pending:
+                raise _TeacherDone
+        return hook
+
+    @torch.no_grad()
+    def __call__(self, inputs: Any, data_samples: Any):
+        """Run the teacher; return its :class:`Records`."""
+        self._pending = set(self.stop_modules)
+        self._running = True
+        try:
+            with self.recorder:
+                try:
+                    self.teacher(inputs, data_samples, mode=self.mode)
+                except _TeacherDone:
+                    pass
+        finally:
+            self._running = False
+        return self.recorder.records()
