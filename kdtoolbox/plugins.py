@@ -114,7 +114,9 @@ class ComponentRegistrar:
         seen: dict[tuple[str, str], Any] = {}
         for kind, name, cls in self._staged:
             reg = registries[kind]
-            if name in reg.module_dict or (kind, name) in seen:
+            if (kind, name) in seen:
+                raise KeyError(f'{kind} name {name!r} is registered twice by this plugin')
+            if name in reg.module_dict:
                 owner = _owner_of(kind, name)
                 raise KeyError(f"{kind} name {name!r} is already registered"
                                f"{f' by plugin {owner!r}' if owner else ' by kdtoolbox'}")
@@ -148,6 +150,21 @@ def _distribution_of(ep: importlib_metadata.EntryPoint) -> tuple[Optional[str], 
     if dist is None:
         return None, None
     return dist.metadata['Name'], dist.version
+
+
+def _one_line(exc: BaseException) -> str:
+    """``'Type: message'`` on one line (pluggy's validation messages span several lines; a
+    KeyError's str() would be the repr of its message)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    parts = [part.strip() for part in str(msg).splitlines() if part.strip()]
+    return f"{type(exc).__name__}: {'; '.join(parts)}" if parts else type(exc).__name__
+
+
+def _load_order(ep: importlib_metadata.EntryPoint) -> tuple[bool, str]:
+    """kdtoolbox's own (built-in) plugins first, then the others by entry-point name: a
+    third-party plugin that reuses a built-in name is the one left out, whatever its name."""
+    package, _ = _distribution_of(ep)
+    return (package or '').lower().replace('_', '-') != PROJECT, ep.name
 
 
 def _strict_from_env() -> bool:
@@ -186,7 +203,7 @@ def load_plugins(strict: Optional[bool] = None) -> dict[str, PluginInfo]:
             try:
                 disabled = _disabled_from_env()
                 for ep in sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP),
-                                 key=lambda e: e.name):
+                                 key=_load_order):
                     if ep.name in _plugins:
                         continue  # the same name twice on sys.path: the first one wins
                     package, version = _distribution_of(ep)
@@ -200,7 +217,7 @@ def load_plugins(strict: Optional[bool] = None) -> dict[str, PluginInfo]:
                         info.status = 'loaded'
                     except Exception as exc:  # noqa: BLE001  (isolation is the point)
                         info.status = 'failed'
-                        info.error = f'{type(exc).__name__}: {exc}'
+                        info.error = _one_line(exc)
                         info.details = traceback.format_exc()
                         if not strict:
                             warnings.warn(f'kdtoolbox plugin {info.describe()}; it is left out',

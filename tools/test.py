@@ -10,6 +10,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import kdtoolbox
+from kdtoolbox.engine.distributed import prepare_distributed
 
 
 def main():
@@ -31,6 +32,7 @@ def main():
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    prepare_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     print(metrics)

@@ -12,6 +12,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import kdtoolbox
+from kdtoolbox.engine.distributed import prepare_distributed
 
 
 def parse_args():
@@ -56,6 +57,7 @@ def main():
     args = parse_args()
     kdtoolbox.load_plugins()  # report broken plugins before the (long) model build
     cfg = build_cfg(args)
+    prepare_distributed(cfg)  # gloo + a CPU-capable DDP wrapper when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -17,7 +17,7 @@ does not depend on how many follow it).
 Boxes are the tight boxes of each shape's *visible* pixels (COCO's convention: a later shape may
 hide part of an earlier one; placements that would hide more than 40 % of an earlier shape are
 rejected). The background has low colour saturation (max - min channel <= 12) and the shapes high
-saturation (>= 68), so a test can find the shape pixels without knowing the background.
+saturation (>= 60), so a test can find the shape pixels without knowing the background.
 
 Generation happens in a temporary sibling folder that is renamed into place when complete, under a
 file lock, so a crash never leaves a half dataset that looks complete and concurrent processes
@@ -38,7 +38,7 @@ import os.path as osp
 import shutil
 import tempfile
 import warnings
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
@@ -55,6 +55,7 @@ PALETTE = [(220, 20, 60), (0, 130, 230), (20, 170, 60)]
 # Bump when the drawing changes, so datasets written by an older generator are regenerated.
 FORMAT_VERSION = 1
 MARKER = 'VERSION'
+GENERATOR = 'kdtoolbox.datasets.shapes'
 SPLITS = ('train', 'val')
 _SPLIT_CODE = {'train': 0, 'val': 1}
 
@@ -167,7 +168,7 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.RandomState:
 def shapes_marker(num_train: int = 64, num_val: int = 16, img_size: int = 256, seed: int = 0,
                   max_shapes: int = 4) -> dict:
     """What ``root/VERSION`` holds for these arguments."""
-    return {'generator': 'kdtoolbox.datasets.shapes', 'format_version': FORMAT_VERSION,
+    return {'generator': GENERATOR, 'format_version': FORMAT_VERSION,
             'args': {'num_train': int(num_train), 'num_val': int(num_val), 'img_size': int(img_size),
                      'seed': int(seed), 'max_shapes': int(max_shapes)}}
 
@@ -181,12 +182,14 @@ def _paths(root: str) -> dict[str, str]:
             'marker': osp.join(root, MARKER)}
 
 
-def _read_marker(root: str) -> Optional[Any]:
+def _read_marker(root: str) -> Optional[dict]:
+    """The marker of a folder this generator wrote, else None."""
     try:
         with open(osp.join(root, MARKER)) as f:
-            return json.load(f)
+            marker = json.load(f)
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) and marker.get('generator') == GENERATOR else None
 
 
 def shapes_dataset_is_current(root: str, **args) -> bool:

@@ -1,9 +1,10 @@
 """The method-agnostic engine: recorders, teacher, distillers, DistillationModel, hooks."""
 from .context import DistillContext
+from .distributed import DeviceAwareDistributedDataParallel
 from .distiller import BaseDistiller, ConfigurableDistiller
 from .hooks import DistillLossScheduleHook, distill_scale
 from .model import DistillationModel
 from .recorder import Recorder, RecordError, Records, RecordSpec
 
-__all__ = ['DistillContext', 'BaseDistiller', 'ConfigurableDistiller', 'DistillLossScheduleHook',
+__all__ = ['DeviceAwareDistributedDataParallel', 'DistillContext', 'BaseDistiller', 'ConfigurableDistiller', 'DistillLossScheduleHook',
            'distill_scale', 'DistillationModel', 'Recorder', 'RecordError', 'Records', 'RecordSpec']

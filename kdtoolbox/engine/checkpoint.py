@@ -102,19 +102,31 @@ def mmengine_safe_globals() -> List[SafeGlobal]:
       the ``_log_history`` / ``_count_history`` arrays of a HistoryBuffer
       (``_reconstruct(ndarray, shape, dtype)`` then ``ndarray.__setstate__``).
     * ``numpy.core.multiarray.scalar``: numpy scalars in the message hub's
-      runtime info (``eta`` is a ``numpy.float64``; hooks may store other
-      numpy numbers, e.g. a ``best_score``).
+      runtime info. Seen empirically: ``eta`` is a ``numpy.float64``;
+      ``CheckpointHook(save_best=...)`` stores ``best_score`` as the metric
+      returned it (``numpy.float32`` from a numpy-based metric); metrics that
+      are not scalars to log (e.g. a ``numpy.bool_``) land in runtime info
+      as ``val/<name>``.
     * ``numpy.dtype``: every array and scalar above pickles its dtype as
       ``numpy.dtype('f8', False, True)`` + ``__setstate__``.
     * the concrete dtype classes ``numpy.dtypes.{Bool,Int8..64,UInt8..64,
       Float16,Float32,Float64}DType`` (incl. the C-width aliases such as
-      ``LongDType``): numpy 1.26 builds ``numpy.dtype(...)`` as an instance of
-      these subclasses, and torch only runs ``__setstate__`` (the BUILD
-      opcode) on instances of allowed types. They never appear by name in
-      the pickle, so they cannot be called by a checkpoint.
+      ``LongLongDType``; int64 is ``Int64DType`` on Linux): numpy 1.26
+      builds ``numpy.dtype(...)`` as an instance of these subclasses, and
+      torch only runs ``__setstate__`` (the BUILD opcode) on instances of
+      allowed types. Only ``Float64DType`` and ``Int64DType`` (HistoryBuffer
+      arrays, ``eta``) are needed by a default Runner; bool/float32 were seen
+      with a numpy metric, the other widths are there for the same reason.
+      They never appear by name in the pickle, so a checkpoint cannot call
+      them.
     * ``numpy._core.multiarray.{_reconstruct,scalar}``: the same two
       functions under the module path numpy >= 2 writes, so checkpoints saved
       in a numpy-2 environment load too (same objects, no extra surface).
+
+    Not covered on purpose: statistics functions registered with
+    ``HistoryBuffer.register_statistics`` (the table is class-level, so they
+    are pickled into every checkpoint); whoever registers one must allow-list
+    that function too, or checkpoints will not load.
     """
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer

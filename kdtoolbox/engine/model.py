@@ -47,7 +47,8 @@ class DistillationModel(BaseModel):
         student: the student's model dict, config path (``'mmdet::...'`` works) or Config.
         teacher: the teacher's model dict, config path or Config.
         distiller: a distiller config (``DISTILLERS``), e.g. ``dict(type='FitNet', ...)``.
-        teacher_checkpoint: path of the teacher's weights, loaded on CPU. None leaves the teacher
+        teacher_checkpoint: the teacher's weights (a file, or a work dir whose latest checkpoint is
+            used), loaded on CPU. None leaves the teacher
             randomly initialised (a warning says so): only for smoke tests.
         teacher_strict: load the teacher checkpoint strictly (missing or unexpected keys fail).
         teacher_mode: the mode of the teacher's forward ('tensor' or 'loss').

@@ -66,7 +66,8 @@ class Records(Mapping):
         if not values:
             spec = self._specs[name]
             raise RecordError(f'{self._owner} recorder {name!r}: module {spec.module!r} did not run '
-                              f'in this forward pass, so nothing was recorded')
+                              f'in this forward pass, so nothing was recorded (a module whose parent calls its '
+                              f'.forward() directly bypasses hooks: record one of its submodules)')
         return [self._transform(v) for v in values] if self._transform is not None else values
 
     def get_call(self, name: str, call: int = 0) -> Any:

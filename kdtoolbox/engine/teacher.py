@@ -7,12 +7,13 @@ so e.g. a teacher whose neck is recorded never runs its head.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.runner import load_checkpoint
+from mmengine.runner import find_latest_checkpoint, load_checkpoint
 
 from .builder import build_model
 from .recorder import Recorder, common_top_level
@@ -22,12 +23,30 @@ class _TeacherDone(Exception):
     """Raised by a hook once every recorded part of the teacher has run."""
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a work dir whose latest checkpoint (mmengine's ``last_checkpoint``) is used."""
+    if os.path.isdir(path):
+        latest = find_latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f'teacher_checkpoint: the directory {path!r} holds no checkpoint '
+                                    f'(no last_checkpoint file): train the teacher first')
+        return latest
+    if '://' not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f'teacher_checkpoint: no checkpoint at {path!r}')
+    return path
+
+
 def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> nn.Module:
     """Build, load (``map_location='cpu'``) and freeze a teacher model."""
     teacher = build_model(cfg, 'teacher')
     if checkpoint is not None:
-        load_checkpoint(teacher, checkpoint, map_location='cpu', strict=strict,
-                        revise_keys=[(r'^module\.', '')])
+        checkpoint = resolve_checkpoint(checkpoint)
+        try:
+            load_checkpoint(teacher, checkpoint, map_location='cpu', strict=strict,
+                            revise_keys=[(r'^module\.', '')])
+        except RuntimeError as exc:  # name the file and the key: mmengine's message names neither
+            raise RuntimeError(f'teacher_checkpoint {checkpoint!r} does not fit the teacher config '
+                               f'(teacher_strict={strict}): {exc}') from exc
     else:
         if hasattr(teacher, 'init_weights'):
             teacher.init_weights()

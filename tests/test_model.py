@@ -1,0 +1,138 @@
+"""DistillationModel with real mmdet RetinaNets: teacher handling, loss merging, FitNet's formula."""
+import collections
+
+import pytest
+import torch
+from mmengine.registry import MODELS
+
+from conftest import distill_model_cfg, fitnet_cfg, retinanet_cfg
+
+
+def build(**kwargs):
+    return MODELS.build(distill_model_cfg(fitnet_cfg(), **kwargs))
+
+
+def count_calls(model):
+    """Forward pre-hooks counting the calls started, per module name of ``model``."""
+    counts = collections.Counter()
+    handles = [m.register_forward_pre_hook(lambda mod, i, n=name: counts.update([n]))
+               for name, m in model.named_modules() if name]
+    return counts, handles
+
+
+def test_teacher_frozen_out_of_state_dict_and_eval_in_train_mode():
+    model = build()
+    assert not any(k.startswith('teacher.') for k in model.state_dict())
+    assert any(k.startswith('student.') for k in model.state_dict())
+    assert any(k.startswith('distiller.adapters.') for k in model.state_dict())
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    assert not any(p is q for p in model.parameters() for q in model.teacher.parameters())
+    model.train()
+    assert model.student.training and not model.teacher.training
+    assert not any(m.training for m in model.teacher.modules())
+
+
+def test_teacher_follows_device_and_dtype_moves():
+    model = build()
+    model.double()
+    assert next(model.teacher.parameters()).dtype == torch.float64
+    model.float()
+    assert next(model.teacher.parameters()).dtype == torch.float32
+
+
+def test_teacher_stops_after_the_last_recorded_module(det_batch):
+    inputs, samples = det_batch
+    model = build()
+    counts, handles = count_calls(model.teacher)
+    model(inputs, samples, mode='loss')
+    assert counts['neck'] == 1 and counts['backbone'] == 1
+    assert counts['bbox_head'] == 0 and not any(n.startswith('bbox_head') for n in counts)
+    for h in handles:
+        h.remove()
+    untruncated = build(truncate_teacher=False)
+    counts, _ = count_calls(untruncated.teacher)
+    untruncated(inputs, samples, mode='loss')
+    # mmdet calls bbox_head.forward() directly (no hooks); its convs run once per FPN level
+    assert counts['bbox_head.retina_cls'] == 5
+
+
+def test_loss_merges_student_and_distiller_losses_and_matches_fitnet_formula(det_batch):
+    inputs, samples = det_batch
+    model = build()
+    model.train()
+    losses = model(inputs, samples, mode='loss')
+    assert {'loss_cls', 'loss_bbox'} <= set(losses)
+    hint_keys = [f'distill.fpn{i}.loss_hint' for i in range(5)]
+    assert set(hint_keys) <= set(losses)
+    # Independent computation: neck features from extract_feat, the distiller's adapters,
+    # mean squared error written out as sum / numel.
+    with torch.no_grad():
+        t_feats = model.teacher.extract_feat(inputs)
+        s_feats = model.student.extract_feat(inputs)
+        for i, key in enumerate(hint_keys):
+            s = model.distiller.adapters[i](s_feats[i])
+            expected = ((s - t_feats[i]) ** 2).sum() / s.numel()
+            torch.testing.assert_close(losses[key].detach(), expected, rtol=1e-5, atol=1e-7)
+    # The distillation loss reaches the student and the adapters, never the teacher.
+    total = sum(losses[k] for k in hint_keys)
+    total.backward()
+    assert model.distiller.adapters[0].conv.weight.grad is not None
+    assert model.student.neck.fpn_convs[0].conv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_scale_zero_skips_the_teacher_and_scale_multiplies(det_batch):
+    inputs, samples = det_batch
+    model = build()
+    counts, _ = count_calls(model.teacher)
+    model.distill_loss_scale = 0.0
+    losses = model(inputs, samples, mode='loss')
+    assert not any(k.startswith('distill.') for k in losses)
+    assert sum(counts.values()) == 0
+    model.distill_loss_scale = 1.0
+    full = model(inputs, samples, mode='loss')['distill.fpn0.loss_hint']
+    model.distill_loss_scale = 0.25
+    quarter = model(inputs, samples, mode='loss')['distill.fpn0.loss_hint']
+    torch.testing.assert_close(quarter, 0.25 * full)
+
+
+def test_predict_and_tensor_modes_are_the_student(det_batch):
+    inputs, samples = det_batch
+    model = build()
+    model.eval()
+    with torch.no_grad():
+        out = model(inputs, samples, mode='tensor')
+        ref = model.student(inputs, samples, mode='tensor')
+    for a, b in zip(out[0], ref[0]):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        preds = model(inputs, samples, mode='predict')
+    assert len(preds) == len(samples) and hasattr(preds[0], 'pred_instances')
+
+
+def test_teacher_checkpoint_is_loaded_and_strictly_checked(tmp_path, det_batch):
+    teacher = MODELS.build(retinanet_cfg(34))
+    path = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': teacher.state_dict(), 'meta': {}}, path)
+    model = build(teacher_checkpoint=str(path))
+    for (k, a), (_, b) in zip(teacher.state_dict().items(), model.teacher.state_dict().items()):
+        assert torch.equal(a, b), k
+    wrong = tmp_path / 'wrong.pth'
+    torch.save({'state_dict': MODELS.build(retinanet_cfg(18)).state_dict()}, wrong)
+    with pytest.raises(RuntimeError, match=r"(?s)teacher_checkpoint '.*wrong.pth'.*missing keys in source state_dict: backbone.layer1.2"):
+        build(teacher_checkpoint=str(wrong))
+
+
+def test_missing_config_file_names_the_role():
+    with pytest.raises(FileNotFoundError, match="teacher: config file 'nope.py'"):
+        MODELS.build(distill_model_cfg(fitnet_cfg(), teacher='nope.py'))
+
+
+def test_student_and_teacher_from_config_files(tmp_path):
+    from mmengine.config import Config
+    cfg = Config(dict(model=retinanet_cfg(18), default_scope='mmdet'))
+    cfg.model.pop('_scope_')
+    path = tmp_path / 'student.py'
+    cfg.dump(str(path))
+    model = MODELS.build(distill_model_cfg(fitnet_cfg(), student=str(path)))
+    assert type(model.student).__name__ == 'RetinaNet'
