@@ -19,6 +19,9 @@ class DistillContext:
         batch_input_shape: ``(H, W)`` of the padded batch tensor; feature-grid coordinates of
             level k are ``pixel / (H / H_k)``. None when the data samples do not carry it.
         iteration, epoch: the runner's counters (0 outside a runner).
+        student, teacher: the two models, for distillers that run part of one model on the other's
+            data (e.g. the teacher's RoI head on the student's sampled RoIs); the teacher must
+            only be called under ``torch.no_grad()``.
         extra: free slot for distillers that compute something once per batch and share it
             across losses (e.g. box masks).
     """
@@ -27,6 +30,8 @@ class DistillContext:
     batch_input_shape: Optional[tuple[int, int]] = None
     iteration: int = 0
     epoch: int = 0
+    student: Any = None
+    teacher: Any = None
     extra: dict = field(default_factory=dict)
 
     @property

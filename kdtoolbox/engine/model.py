@@ -101,6 +101,7 @@ class DistillationModel(BaseModel):
         with self.student_recorder:
             losses = dict(self.student.loss(inputs, data_samples))
         context = DistillContext.from_batch(inputs, data_samples)
+        context.student, context.teacher = self.student, self.teacher
         student_records = self.student_recorder.records()
         device_type = inputs.device.type if isinstance(inputs, torch.Tensor) else 'cpu'
         with torch.autocast(device_type=device_type, enabled=False):

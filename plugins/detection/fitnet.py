@@ -70,3 +70,8 @@ class FitNet(BaseDistiller):
             losses[f'fpn{level}.loss_hint'] = self.loss_weight * feature_mse(
                 s, t_levels[level].detach(), self.reduction)
         return losses
+
+
+def register(registry):
+    """Register this module's components with the plugin's registrar."""
+    registry.distiller(FitNet)

@@ -1,9 +1,15 @@
-"""Entry point of the built-in detection plugin (``kdtoolbox.plugins: detection``)."""
+"""Entry point of the built-in detection plugin (``kdtoolbox.plugins: detection``).
+
+Each method module exposes ``register(registry)``; this hook calls them all.
+"""
 import kdtoolbox
 
-from .fitnet import FitNet
+from . import defeat, fgd, fgfi, fitnet, mimic
+
+METHOD_MODULES = (fitnet, fgd, defeat, fgfi, mimic)
 
 
 @kdtoolbox.hookimpl
 def kdtoolbox_register(registry):
-    registry.distiller(FitNet)
+    for module in METHOD_MODULES:
+        module.register(registry)
