@@ -5,11 +5,18 @@
 # (38.9 box AP in the model zoo).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
 
+# The teacher's model dict from mmdet's model-zoo config (mmengine.hub.get_config resolves 'mmdet::'
+# paths; the import comes after _base_ so that mmengine parses this file as a plain config).
+from mmengine.hub import get_config as __zoo_config  # noqa: E402
+
+__teacher = __zoo_config('mmdet::retinanet/retinanet_r101_fpn_2x_coco.py').model
+__teacher._scope_ = 'mmdet'
+
 model = dict(
     _delete_=True,
     type='kdtoolbox.DistillationModel',
     student={{_base_.model}},
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+    teacher=__teacher,
     teacher_checkpoint='https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_r101_fpn_2x_coco/'
                        'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     distiller=dict(

@@ -7,11 +7,18 @@
 # adapters with near-zero init, and imitation off for the first 400 iterations.
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
 
+# The teacher's model dict from mmdet's model-zoo config (mmengine.hub.get_config resolves 'mmdet::'
+# paths; the import comes after _base_ so that mmengine parses this file as a plain config).
+from mmengine.hub import get_config as __zoo_config  # noqa: E402
+
+__teacher = __zoo_config('mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py').model
+__teacher._scope_ = 'mmdet'
+
 model = dict(
     _delete_=True,
     type='kdtoolbox.DistillationModel',
     student={{_base_.model}},
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+    teacher=__teacher,
     teacher_checkpoint='https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/faster_rcnn_r101_fpn_2x_coco/'
                        'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth',
     distiller=dict(

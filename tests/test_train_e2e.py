@@ -12,6 +12,7 @@ from conftest import PYTHON, ROOT
 pytestmark = pytest.mark.slow
 
 DISTILL_CFG = 'configs/demo/fitnet_retinanet_shapes.py'
+WARMUP_CFG = 'tests/fixtures/configs/fitnet_warmup_shapes.py'  # the demo + 1 warm-up iteration
 TEACHER_CFG = 'configs/demo/retinanet_r50_shapes_teacher.py'
 
 
@@ -50,8 +51,12 @@ def test_distil_resume_evaluate_export(teacher_dir):
     # score_thr=0: a 2-iteration student scores low; COCOeval needs detections to report a mAP
     common = ['--work-dir', str(work), '--cfg-options', f'model.teacher_checkpoint={teacher_work}',
               'model.student.test_cfg.score_thr=0.0', *data_options(data)]
-    out = run(['tools/train.py', DISTILL_CFG, *common, 'train_cfg.max_epochs=1'])
-    assert re.search(r'distill\.fpn0\.loss_hint: [0-9.]+', out), out[-3000:]
+    out = run(['tools/train.py', WARMUP_CFG, *common, 'train_cfg.max_epochs=1'])
+    # iteration 1 is warm-up (scale 0: no teacher pass, no distillation loss), iteration 2 distils
+    first = re.search(r'Epoch\(train\) \[1\]\[1/2\].*', out).group(0)
+    second = re.search(r'Epoch\(train\) \[1\]\[2/2\].*', out).group(0)
+    assert 'distill_scale: 0.0000' in first and 'distill.fpn0' not in first, first
+    assert re.search(r'distill\.fpn0\.loss_hint: [0-9.]+', second) and 'distill_scale: 1.0000' in second, second
     assert 'coco/bbox_mAP' in out
     ckpt = work / 'epoch_1.pth'
     saved = torch.load(ckpt, map_location='cpu')  # default weights_only: the allow-list at work

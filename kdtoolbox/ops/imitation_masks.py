@@ -175,13 +175,19 @@ def anchor_iou_masks(bboxes_list: Sequence[Tensor], featmap_sizes: Sequence[Size
     masks = []
     for level, size in enumerate(featmap_sizes):
         h, w = int(size[0]), int(size[1])
-        if num_gts == 0 or not bool(sel[level].any()):
+        # only the level's GTs: move them to the front of each row and keep as many columns as
+        # the image with the most of them needs (one host sync per level, none per box)
+        keep = int(sel[level].sum(dim=1).max()) if num_gts else 0
+        if keep == 0:
             masks.append(boxes.new_zeros(num_imgs, h, w))
             continue
+        order = torch.sort(sel[level].to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :keep]
+        level_boxes = torch.gather(boxes, 1, order.unsqueeze(-1).expand(-1, -1, 4))
+        level_sel = torch.gather(sel[level], 1, order)
         anchors = gen.single_level_grid_priors((h, w), level, dtype=boxes.dtype, device=boxes.device)
         num_anchors = anchors.shape[0] // (h * w)  # mmdet orders anchors (h, w, a)
-        iou = bbox_overlaps(anchors.unsqueeze(0).expand(num_imgs, -1, -1), boxes)  # [B, HWA, K]
-        iou = iou * sel[level].unsqueeze(1)  # GTs of other levels / padding: IoU 0, never marked
+        iou = bbox_overlaps(anchors.unsqueeze(0).expand(num_imgs, -1, -1), level_boxes)  # [B, HWA, K_l]
+        iou = iou * level_sel.unsqueeze(1)  # padding: IoU 0, never marked
         thr = psi * iou.amax(dim=1, keepdim=True)  # [B, 1, K]: relative to each GT's best anchor
         hit = (iou > thr).any(dim=2)               # [B, HWA]
         masks.append(hit.view(num_imgs, h, w, num_anchors).any(dim=3).to(torch.float32))

@@ -34,6 +34,8 @@ Where the proposals come from (``proposals=``):
   ``rpn_head.predict_by_feat`` and its ``train_cfg.rpn_proposal`` (the config ``loss()`` uses),
   under ``no_grad``: the same deterministic top-k/decode/NMS, so the same proposals the RoI head
   received (up to 1000 per image by default), at the price of running the proposal NMS twice.
+  (Under AMP the recorded outputs are cast to fp32 before decoding, so the proposals may differ
+  marginally from those decoded in fp16.)
 * ``'teacher'`` (EOD's default): the teacher's RPN proposals. The teacher's ``rpn_head`` output
   is recorded in the teacher pass (``rpn_head.predict`` calls ``self(x)`` in ``tensor`` and
   ``loss`` modes alike; the teacher then stops, its RoI head never runs) and decoded with the
