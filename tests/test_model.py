@@ -136,3 +136,10 @@ def test_student_and_teacher_from_config_files(tmp_path):
     cfg.dump(str(path))
     model = MODELS.build(distill_model_cfg(fitnet_cfg(), student=str(path)))
     assert type(model.student).__name__ == 'RetinaNet'
+
+
+def test_package_config_paths_resolve_with_their_scope():
+    from kdtoolbox.engine.builder import model_config
+    cfg = model_config('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'teacher')
+    assert cfg['type'] == 'RetinaNet' and cfg['_scope_'] == 'mmdet'
+    assert cfg['backbone']['depth'] == 50

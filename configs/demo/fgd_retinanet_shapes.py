@@ -10,8 +10,9 @@ __teacher_checkpoint = 'work_dirs/retinanet_r50_shapes_teacher/epoch_12.pth'
 
 # FGD's inheriting strategy: the student's neck and head start from the teacher's, through
 # mmengine's Pretrained init (applied inside init_weights(), so it survives it). The R18 FPN's
-# lateral convs take 64..512 channels where the R50's take 256..2048: those keys do not fit and
-# keep their default init (mmengine logs the size mismatch); the output convs and the head load.
+# lateral convs and its P6 conv (fpn_convs.3, on C5) take 128..512 input channels where the R50's
+# take 512..2048: those keys do not fit and keep their default init (mmengine logs the size
+# mismatches); the other output convs and the whole head load.
 __student = _base_.model
 __student.neck.init_cfg = dict(type='Pretrained', checkpoint=__teacher_checkpoint, prefix='neck.')
 __student.bbox_head.init_cfg = dict(type='Pretrained', checkpoint=__teacher_checkpoint, prefix='bbox_head.')

@@ -7,6 +7,7 @@ from typing import Any, Union
 
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
+from mmengine.hub import get_config
 from mmengine.registry import MODELS as MMENGINE_MODELS
 
 
@@ -19,9 +20,12 @@ def model_config(cfg: Union[str, Config, dict], what: str) -> ConfigDict:
     in the ``mmdet3d`` scope inside an mmdet-scoped distillation config.
     """
     if isinstance(cfg, str):
-        if '::' not in cfg and not os.path.isfile(cfg):
+        if '::' in cfg:  # a package's config, e.g. 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+            cfg = get_config(cfg)
+        elif not os.path.isfile(cfg):
             raise FileNotFoundError(f'{what}: config file {cfg!r} does not exist')
-        cfg = Config.fromfile(cfg)
+        else:
+            cfg = Config.fromfile(cfg)
     if isinstance(cfg, Config):
         if 'model' not in cfg:
             raise KeyError(f'{what}: the config {cfg.filename!r} has no key "model"')

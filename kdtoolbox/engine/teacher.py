@@ -47,10 +47,8 @@ def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> n
         except RuntimeError as exc:  # name the file and the key: mmengine's message names neither
             raise RuntimeError(f'teacher_checkpoint {checkpoint!r} does not fit the teacher config '
                                f'(teacher_strict={strict}): {exc}') from exc
-    else:
-        if hasattr(teacher, 'init_weights'):
-            teacher.init_weights()
-        print_log('teacher_checkpoint is None: the teacher has randomly initialised weights',
+    else:  # no init_weights(): a model-zoo config would download pretrained backbone weights
+        print_log('teacher_checkpoint is None: the teacher keeps its random initial weights',
                   logger='current', level=logging.WARNING)
     teacher._is_init = True  # a later init_weights() must not overwrite the loaded weights
     teacher.requires_grad_(False)

@@ -16,8 +16,9 @@ Method-agnostic building blocks shared by GT-guided feature distillers (DeFeat, 
 
 Boxes are xyxy pixels in the padded batch frame (mmdet 3.x ``gt_instances.bboxes``: the resized
 image sits at the top-left of the padded batch, so its pixel coordinates are those of the batch).
-Everything runs under ``torch.no_grad()`` on the device of the boxes (or ``device=``), loops only
-over levels, never over boxes or images, and returns float masks ``[B, H_l, W_l]`` of 0/1.
+Everything runs under ``torch.no_grad()`` on the device of the boxes (or ``device=``), loops over
+levels only (plus one copy per image into a padded ``[B, K, 4]`` tensor), never over boxes, and
+returns float masks ``[B, H_l, W_l]`` of 0/1.
 """
 from __future__ import annotations
 
