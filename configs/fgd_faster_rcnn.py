@@ -15,18 +15,11 @@
 # The teacher's deformable convs need mmcv's ops (built by tools/install.sh).
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py']
 
-# The teacher's model dict from mmdet's model zoo config (mmengine.hub.get_config resolves
-# 'mmdet::' paths; the import comes after _base_ so that mmengine parses this file as a plain config).
-from mmengine.hub import get_config as __zoo_config  # noqa: E402
-
-__teacher = __zoo_config('mmdet::dcn/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py').model
-__teacher._scope_ = 'mmdet'
-
 model = dict(
     _delete_=True,
     type='kdtoolbox.DistillationModel',
     student=_base_.model,
-    teacher=__teacher,
+    teacher='mmdet::dcn/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py',
     teacher_checkpoint='checkpoints/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth',
     distiller=dict(type='FGD', preset='two_stage', student_channels=256, teacher_channels=256,
                    num_levels=4, temp=0.5, alpha_fgd=5e-5, beta_fgd=2.5e-5, gamma_fgd=5e-5,

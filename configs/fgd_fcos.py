@@ -17,13 +17,6 @@
 # The path is used three times below: change __teacher_checkpoint, not model.teacher_checkpoint alone.
 _base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py']
 
-# The teacher's model dict from mmdet's model zoo config (mmengine.hub.get_config resolves
-# 'mmdet::' paths; the import comes after _base_ so that mmengine parses this file as a plain config).
-from mmengine.hub import get_config as __zoo_config  # noqa: E402
-
-__teacher = __zoo_config('mmdet::fcos/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py').model
-__teacher._scope_ = 'mmdet'
-
 __teacher_checkpoint = 'checkpoints/fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco-511424d6.pth'
 
 __student = _base_.model
@@ -37,7 +30,7 @@ model = dict(
     type='kdtoolbox.DistillationModel',
     student=__student,
     # caffe-style teacher: the same input normalisation as the student (both BGR, caffe mean)
-    teacher=__teacher,
+    teacher='mmdet::fcos/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
     teacher_checkpoint=__teacher_checkpoint,
     distiller=dict(type='FGD', preset='fcos', student_channels=256, teacher_channels=256,
                    num_levels=5, temp=0.8, alpha_fgd=1.6e-3, beta_fgd=8e-4, gamma_fgd=8e-4,

@@ -10,13 +10,6 @@
 # The path is used three times below: change __teacher_checkpoint, not model.teacher_checkpoint alone.
 _base_ = ['mmdet::gfl/gfl_r50_fpn_1x_coco.py']
 
-# The teacher's model dict from mmdet's model zoo config (mmengine.hub.get_config resolves
-# 'mmdet::' paths; the import comes after _base_ so that mmengine parses this file as a plain config).
-from mmengine.hub import get_config as __zoo_config  # noqa: E402
-
-__teacher = __zoo_config('mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py').model
-__teacher._scope_ = 'mmdet'
-
 __teacher_checkpoint = 'checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'
 
 # inheriting strategy (applied by mmengine inside init_weights(), so it survives it)
@@ -28,7 +21,7 @@ model = dict(
     _delete_=True,
     type='kdtoolbox.DistillationModel',
     student=__student,
-    teacher=__teacher,
+    teacher='mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py',
     teacher_checkpoint=__teacher_checkpoint,
     distiller=dict(type='FGD', preset='one_stage', student_channels=256, teacher_channels=256,
                    num_levels=5, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,

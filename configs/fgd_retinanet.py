@@ -13,13 +13,6 @@
 # would leave the student inheriting from the old path).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_2x_coco.py']
 
-# The teacher's model dict from mmdet's model zoo config (mmengine.hub.get_config resolves
-# 'mmdet::' paths; the import comes after _base_ so that mmengine parses this file as a plain config).
-from mmengine.hub import get_config as __zoo_config  # noqa: E402
-
-__teacher = __zoo_config('mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py').model
-__teacher._scope_ = 'mmdet'
-
 __teacher_checkpoint = 'checkpoints/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth'
 
 # Inheriting strategy: the student's neck and head start from the teacher's (same architecture).
@@ -33,7 +26,7 @@ model = dict(
     _delete_=True,
     type='kdtoolbox.DistillationModel',
     student=__student,
-    teacher=__teacher,
+    teacher='mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py',
     teacher_checkpoint=__teacher_checkpoint,
     distiller=dict(type='FGD', preset='one_stage', student_channels=256, teacher_channels=256,
                    num_levels=5, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,

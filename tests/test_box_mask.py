@@ -240,3 +240,21 @@ def test_cuda_dense_path_never_synchronises_and_matches_cpu():
     # as the official code does there: allow a cell of difference at exact boundaries only
     for a, b in zip(fg, ref_fg):
         assert (a.cpu() != b).float().mean() < 1e-3
+
+
+def test_auto_picks_dense_for_coco_like_batches_and_scatter_for_crowded_ones_on_cpu(monkeypatch):
+    import kdtoolbox.ops.box_mask as box_mask
+    used = []
+    for name in ('_paint_dense', '_paint_scatter'):
+        real = getattr(box_mask, name)
+        monkeypatch.setattr(box_mask, name, lambda *a, real=real, name=name: used.append(name) or real(*a))
+    boxes = coco_like_boxes([(64, 64)], 3, seed=0)
+    fgd_masks(boxes, [(8, 8)], batch_input_shape=(64, 64))
+    fgd_masks(boxes, [(8, 8)], batch_input_shape=(64, 64), method='dense')
+    assert used == ['_paint_dense', '_paint_dense']
+    dense = box_mask.rasterize_boxes(boxes, [(8, 8)], batch_input_shape=(64, 64))
+    (crowded,) = box_mask.paint_boxes_max(
+        box_mask.box_cell_extents(boxes[0], torch.tensor([[64., 64.]]).expand(3, 2), [(8, 8)]),
+        torch.ones(3), [3], [(8, 8)], dense_limit=3 * 64 - 1)
+    assert used[-1] == '_paint_scatter'
+    assert torch.equal(crowded > 0, dense[0] > 0)

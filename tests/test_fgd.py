@@ -336,8 +336,9 @@ def offline(cfg_path):
     cfg = Config.fromfile(f'{ROOT}/{cfg_path}')
     model = cfg.model
     model.teacher_checkpoint = None
-    if isinstance(model.teacher, str):
-        model.teacher = Config.fromfile(model.teacher).model
+    if isinstance(model.teacher, str):  # 'mmdet::...' as the engine resolves it
+        from mmengine.hub import get_config
+        model.teacher = get_config(model.teacher).model
         model.teacher['_scope_'] = 'mmdet'
     for net in (model.student, model.teacher):
         net.backbone.init_cfg = None
@@ -355,6 +356,7 @@ def test_fgd_retinanet_config_builds_and_trains_one_step():
 
     cfg = Config.fromfile(f'{ROOT}/configs/fgd_retinanet.py')
     ckpt = 'checkpoints/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth'
+    assert cfg.model.teacher == 'mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py'
     assert cfg.model.teacher_checkpoint == ckpt
     assert cfg.model.student.neck.init_cfg == dict(type='Pretrained', checkpoint=ckpt, prefix='neck.')
     assert cfg.model.student.bbox_head.init_cfg == dict(type='Pretrained', checkpoint=ckpt, prefix='bbox_head.')

@@ -9,11 +9,12 @@ FGDLoss modules and features for every variant; only the masks differ):
 
 - loop: the official code's way: every level's loss builds its own masks with a Python loop over
   images and boxes, slicing with 0-dim tensors (an implicit device-to-host copy per bound on CUDA);
-- scatter / dense: kdtoolbox.ops.box_mask.fgd_masks, once per batch for all levels.
+- dense / scatter: kdtoolbox.ops.box_mask.fgd_masks, once per batch for all levels (its default,
+  method='auto', is dense for these shapes on every device).
 
 All variants use the official img_shape scaling (legacy_box_scaling=True), so the masks are
-checked to be identical before timing. Figures are medians over --repeats runs after 2 warm-ups,
-and ratios are against the loop.
+checked to be identical before timing. Figures are medians over --repeats runs after 2 warm-ups
+(the variants take turns within each repeat), and ratios are against the loop.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from kdtoolbox_plugins.detection.fgd import FGDLoss  # noqa: E402
 IMG_SHAPES = [(800, 1333), (800, 1067)]
 BATCH_SHAPE = (800, 1344)  # padded to a multiple of 32
 STRIDES = (8, 16, 32, 64, 128)
+VARIANTS = ('loop', 'dense', 'scatter')
 
 
 def level_sizes():
@@ -91,32 +93,52 @@ def masks_for(variant, boxes, sizes, device):
     return fgd_masks(boxes, sizes, img_shapes=IMG_SHAPES, legacy_box_scaling=True, method=variant, device=device)
 
 
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed(fns, device, repeats, warmup=2):
+    """Median milliseconds of each function; the functions take turns in every repeat, so that a
+    change in the machine's load affects them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(ts) * 1e3, min(ts) * 1e3) for name, ts in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
-    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--repeats', type=int, default=7, help='repeats of the whole loss (forward + backward)')
+    parser.add_argument('--mask-repeats', type=int, default=51, help='repeats of the masks alone')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch\'s; 1 is steadier on a shared machine)')
     parser.add_argument('--boxes', type=int, nargs='+', default=[7, 50], help='boxes per image')
     parser.add_argument('--channels', type=int, default=256)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: CUDA is not available')
     sizes = level_sizes()
@@ -127,19 +149,20 @@ def main():
     params = [p for m in losses for p in m.parameters()]
 
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
-        f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads'
+        f'{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads'
     print(f'FGD mask benchmark | device: {device} ({name}) | torch {torch.__version__}')
     print(f'batch 2 (img_shape {IMG_SHAPES[0]}, {IMG_SHAPES[1]}; batch {BATCH_SHAPE}), levels P3-P7 {sizes}, '
-          f'C={args.channels}; median of {args.repeats} runs after 2 warm-ups')
-    header = (f'{"boxes/img":>9} | {"variant":<8} | {"masks (ms)":>10} | {"vs loop":>7} | '
-              f'{"FGD loss fwd+bwd (ms)":>21} | {"vs loop":>7}')
+          f'C={args.channels}; median (min) of {args.mask_repeats} runs for the masks, {args.repeats} for the '
+          f'loss, after 2 warm-ups')
+    header = (f'{"boxes/img":>9} | {"variant":<8} | {"masks, ms":>16} | {"vs loop":>7} | '
+              f'{"FGD loss fwd+bwd, ms":>22} | {"vs loop":>7}')
     print(header)
     print('-' * len(header))
     for num in args.boxes:
         boxes = coco_like_boxes(num, seed=num, device=device)
         reference = masks_for('loop', boxes, sizes, device)
-        results = {}
-        for variant in ('loop', 'scatter', 'dense'):
+        mask_fns, loss_fns = {}, {}
+        for variant in VARIANTS:
             fg, bg = masks_for(variant, boxes, sizes, device)
             assert all(torch.equal(a, b) for a, b in zip(fg + bg, reference[0] + reference[1])), variant
 
@@ -160,12 +183,16 @@ def main():
                                 for level in range(len(sizes)))
                 total.backward()
 
-            results[variant] = (timed(masks_only, device, args.repeats), timed(loss_step, device, args.repeats))
-        base_mask, base_loss = results['loop']
-        for variant, (mask_ms, loss_ms) in results.items():
-            print(f'{num:>9} | {variant:<8} | {mask_ms:>10.2f} | {base_mask / mask_ms:>6.2f}x | '
-                  f'{loss_ms:>21.1f} | {base_loss / loss_ms:>6.2f}x')
-    print('masks: identical in every variant (asserted); "vs loop" = loop time / variant time (>1: faster)')
+            mask_fns[variant], loss_fns[variant] = masks_only, loss_step
+        mask_ms = timed(mask_fns, device, args.mask_repeats)
+        loss_ms = timed(loss_fns, device, args.repeats)
+        results = {v: (mask_ms[v], loss_ms[v]) for v in VARIANTS}
+        base_mask, base_loss = results['loop'][0][0], results['loop'][1][0]
+        for variant, ((mask_med, mask_min), (loss_med, loss_min)) in results.items():
+            print(f'{num:>9} | {variant:<8} | {mask_med:>7.2f} ({mask_min:>6.2f}) | {base_mask / mask_med:>6.2f}x | '
+                  f'{loss_med:>11.1f} ({loss_min:>7.1f}) | {base_loss / loss_med:>6.2f}x')
+    print('masks: identical in every variant (asserted); "vs loop" = median loop time / median variant time '
+          '(>1: faster)')
 
 
 if __name__ == '__main__':

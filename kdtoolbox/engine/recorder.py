@@ -58,7 +58,7 @@ class Records(Mapping):
         """The same records, each value passed through ``transform`` when read (e.g. to fp32)."""
         return Records(self._owner, self._values, self._specs, transform)
 
-    def calls(self, name: str) -> list[Any]:
+    def _raw_calls(self, name: str) -> list[Any]:
         if name not in self._specs:
             raise RecordError(f'{self._owner} has no recorder named {name!r} '
                               f'(recorders: {", ".join(self._specs) or "none"})')
@@ -68,10 +68,14 @@ class Records(Mapping):
             raise RecordError(f'{self._owner} recorder {name!r}: module {spec.module!r} did not run '
                               f'in this forward pass, so nothing was recorded (a module whose parent calls its '
                               f'.forward() directly bypasses hooks: record one of its submodules)')
+        return values
+
+    def calls(self, name: str) -> list[Any]:
+        values = self._raw_calls(name)
         return [self._transform(v) for v in values] if self._transform is not None else values
 
     def get_call(self, name: str, call: int = 0) -> Any:
-        values = self.calls(name)
+        values = self._raw_calls(name)
         try:
             value = values[call]
         except IndexError:

@@ -21,15 +21,16 @@ FGD code, each image's own ``img_shape`` (resized, unpadded), which stretches bo
 Painting (:func:`paint_boxes_max`): each cell takes the largest value of the boxes covering it
 (0 where no box). Two exact implementations, equal bit for bit:
 
-- ``'scatter'``: enumerates exactly the covered cells (``sum of box areas`` elements, chunked to
-  ``max_elements``) and reduces them with one ``scatter_reduce_(amax)`` into a buffer holding all
-  levels. Memory and work O(covered cells). Needs the number of covered cells on the host: one
-  device-to-host copy per call (not per box, not per level). The default on CPU.
 - ``'dense'``: per level, broadcasts row and column interval tests over boxes padded per image and
   reduces with ``amax`` over boxes, in chunks of boxes so that at most ``max_elements`` elements
-  ``[N, m, H, W]`` exist at once. Work O(N * M * H * W), no synchronisation at all. The default
-  on accelerators, where the work is a handful of kernels and a synchronisation would stall the
-  queue.
+  ``[N, m, H, W]`` exist at once. Work O(N * M * H * W), no synchronisation at all.
+- ``'scatter'``: enumerates exactly the covered cells (``sum of box areas`` elements, chunked to
+  ``max_elements``) and reduces them with one ``scatter_reduce_(amax)`` into a buffer holding all
+  levels. Memory and work O(covered cells), whatever the number of boxes. Needs the number of
+  covered cells on the host: one device-to-host copy per call (not per box, not per level).
+- ``'auto'`` (default): dense on accelerators (a handful of kernels, where a synchronisation would
+  stall the queue); on CPU dense while ``N * M_max * sum_l H_l * W_l <= dense_limit`` (COCO-like
+  batches), scatter beyond (crowded images).
 
 :func:`fgd_masks` builds FGD's foreground mask (weight ``1 / (h_cells * w_cells)`` of the
 unclipped extent, the larger weight where boxes overlap) and background mask (1 where the
@@ -49,6 +50,19 @@ Shape = Union[Sequence[int], torch.Size]
 
 #: default bound on the elements one chunk materialises (both methods)
 MAX_ELEMENTS = 1 << 22
+#: 'auto' on CPU: dense up to this many box-cell pairs N * M_max * sum(H_l * W_l), scatter beyond
+DENSE_LIMIT = 1 << 23
+
+
+def _h2d(t: Tensor, device) -> Tensor:
+    """Copy a small host tensor to ``device`` without blocking: from pinned memory,
+    asynchronously (a copy from pageable memory would wait for the device's queue)."""
+    device = torch.device(device)
+    if device.type == 'cpu':
+        return t
+    if device.type == 'cuda':
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _sizes(feat_sizes: Sequence[Shape]) -> list[tuple[int, int]]:
@@ -78,10 +92,11 @@ def box_cell_extents(boxes: Tensor, src_hw: Tensor, feat_sizes: Sequence[Shape],
     """
     sizes = _sizes(feat_sizes)
     boxes = boxes.reshape(-1, 4).float()
-    src = src_hw.to(device=boxes.device, dtype=torch.float32).reshape(-1, 2)
+    src = src_hw.to(dtype=torch.float32).reshape(-1, 2)
+    src = src.to(boxes.device) if src.device.type != 'cpu' else _h2d(src, boxes.device)
     # [B, 4] divisor (W, H, W, H) and [L, 1, 4] multiplier (W_l, H_l, W_l, H_l)
     src = src[:, [1, 0, 1, 0]]
-    grid = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32).to(boxes.device)
+    grid = _h2d(torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32), boxes.device)
     norm = boxes * torch.reciprocal(src) if reciprocal_scaling else boxes / src
     scaled = norm.unsqueeze(0) * grid.unsqueeze(1)  # [L, B, 4]
     return torch.cat([scaled[..., :2].floor(), scaled[..., 2:].ceil()], dim=-1).long()
@@ -94,13 +109,13 @@ def _layout(counts: Sequence[int], device) -> tuple[Tensor, Tensor, int]:
     image = torch.repeat_interleave(torch.arange(len(counts_t)), counts_t)
     starts = torch.cumsum(counts_t, 0) - counts_t
     position = torch.arange(int(counts_t.sum())) - starts[image]
-    return image.to(device), position.to(device), int(counts_t.max()) if len(counts_t) else 0
+    return _h2d(image, device), _h2d(position, device), int(counts_t.max()) if len(counts_t) else 0
 
 
 @torch.no_grad()
 def paint_boxes_max(extents: Tensor, values: Tensor, counts: Sequence[int],
                     feat_sizes: Sequence[Shape], method: str = 'auto',
-                    max_elements: int = MAX_ELEMENTS) -> list[Tensor]:
+                    max_elements: int = MAX_ELEMENTS, dense_limit: int = DENSE_LIMIT) -> list[Tensor]:
     """Paint boxes on every level; each cell keeps the largest value of the boxes covering it.
 
     Args:
@@ -109,9 +124,9 @@ def paint_boxes_max(extents: Tensor, values: Tensor, counts: Sequence[int],
         counts: number of boxes of each image (``sum(counts) == B``; boxes are concatenated in
             image order). ``len(counts)`` is the batch size N.
         feat_sizes: the ``L`` level sizes.
-        method: 'scatter', 'dense' or 'auto' (scatter on CPU, dense elsewhere); see the module
-            docstring.
+        method: 'dense', 'scatter' or 'auto'; see the module docstring.
         max_elements: bound on the elements a chunk materialises.
+        dense_limit: the CPU threshold of 'auto'.
 
     Returns:
         ``L`` float tensors ``[N, H_l, W_l]`` (dtype of ``values``), 0 where no box.
@@ -122,7 +137,8 @@ def paint_boxes_max(extents: Tensor, values: Tensor, counts: Sequence[int],
     dtype = values.dtype if values.is_floating_point() else torch.float32
     values = values.to(dtype).reshape(-1, extents.shape[1]).expand(len(sizes), -1)
     if method == 'auto':
-        method = 'scatter' if device.type == 'cpu' else 'dense'
+        pairs = num_images * max(counts, default=0) * sum(h * w for h, w in sizes)
+        method = 'scatter' if device.type == 'cpu' and pairs > dense_limit else 'dense'
     if method not in ('scatter', 'dense'):
         raise ValueError(f"paint_boxes_max: method must be 'scatter', 'dense' or 'auto', got {method!r}")
     if sum(counts) != extents.shape[1]:
@@ -138,10 +154,10 @@ def _paint_scatter(extents, values, counts, sizes, max_elements):
     device, dtype = extents.device, values.dtype
     num_images, num_levels, num_boxes = len(counts), len(sizes), extents.shape[1]
     image, _, _ = _layout(counts, device)
-    hs = torch.tensor([h for h, _ in sizes], dtype=torch.long).to(device)
-    ws = torch.tensor([w for _, w in sizes], dtype=torch.long).to(device)
+    hs = _h2d(torch.tensor([h for h, _ in sizes], dtype=torch.long), device)
+    ws = _h2d(torch.tensor([w for _, w in sizes], dtype=torch.long), device)
     numel = [num_images * h * w for h, w in sizes]
-    offsets = torch.tensor(np.concatenate([[0], np.cumsum(numel)[:-1]]), dtype=torch.long).to(device)
+    offsets = _h2d(torch.tensor(np.concatenate([[0], np.cumsum(numel)[:-1]]), dtype=torch.long), device)
     # clipped extents and covered-cell counts, [L, B]
     x0 = extents[..., 0].clamp(min=0)
     y0 = extents[..., 1].clamp(min=0)
@@ -196,8 +212,9 @@ def _paint_dense(extents, values, counts, sizes, max_elements):
     slot = image * max_boxes + position  # place of each box in the [N, M] padded layout
     masks = []
     for level, (h, w) in enumerate(sizes):
-        # padded boxes: empty extents (min > max) and value 0
-        ext = torch.tensor([1, 1, 0, 0], dtype=torch.long, device=device).repeat(num_images * max_boxes, 1)
+        # padded boxes: empty extents (min 1 > max 0) and value 0
+        ext = torch.zeros(num_images * max_boxes, 4, dtype=torch.long, device=device)
+        ext[:, :2] = 1
         ext = ext.index_copy(0, slot, extents[level]).view(num_images, max_boxes, 4)
         val = torch.zeros(num_images * max_boxes, dtype=dtype, device=device)
         val = val.index_copy(0, slot, values[level]).view(num_images, max_boxes)
@@ -231,7 +248,7 @@ def _src_shapes(num_images: int, batch_input_shape, img_shapes, legacy: bool) ->
     if batch_input_shape is None:
         raise ValueError('batch_input_shape (H, W) of the padded batch is needed to map boxes to the grid')
     h, w = (float(s) for s in batch_input_shape[-2:])
-    return torch.tensor([[h, w]], dtype=torch.float32).expand(num_images, 2)
+    return torch.tensor([[h, w]], dtype=torch.float32).repeat(num_images, 1)
 
 
 @torch.no_grad()
@@ -257,7 +274,8 @@ def rasterize_boxes(boxes: Sequence[Tensor], feat_sizes: Sequence[Shape],
     sizes = _sizes(feat_sizes)
     if device is None:
         device = boxes[0].device if len(boxes) else torch.device('cpu')
-    boxes = [b.reshape(-1, 4).to(device=device, dtype=torch.float32) for b in boxes]
+    boxes = [b.detach().reshape(-1, 4).to(dtype=torch.float32) for b in boxes]
+    boxes = [b.to(device) if b.device.type != 'cpu' else _h2d(b, device) for b in boxes]
     counts = [len(b) for b in boxes]
     num_images = len(boxes)
     if sum(counts) == 0:
@@ -265,7 +283,7 @@ def rasterize_boxes(boxes: Sequence[Tensor], feat_sizes: Sequence[Shape],
     flat = torch.cat(boxes)
     src = _src_shapes(num_images, batch_input_shape, img_shapes, legacy_box_scaling)
     image, _, _ = _layout(counts, device)
-    src_hw = src.to(device)[image]
+    src_hw = _h2d(src, device)[image]
     # the official code divides by a Python number; on CUDA PyTorch does that as a product with
     # the reciprocal, which the legacy mode reproduces for bit-exact masks on either device
     extents = box_cell_extents(flat, src_hw, sizes,

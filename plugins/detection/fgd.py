@@ -49,8 +49,10 @@ Deviations from the official code: the boxes map to the grid through ``batch_inp
 (``legacy_box_scaling=True`` reproduces the official ``img_shape`` scaling, bit for bit); box
 extents that fall outside the grid are clipped (the official slicing wraps negative indices
 around); ``L_fg``/``L_bg`` are computed as ``sum(M * A_s * A_c * (S - T)^2)`` rather than as the
-squared difference of ``sqrt``-weighted features (equal up to float rounding, a quarter of the
-memory); the four terms are returned as separate weighted losses instead of one sum.
+squared difference of ``sqrt``-weighted features, and ``L_global`` as ``sum((S - T + c_s - c_t)^2)``
+with ``c`` the GcBlocks' ``[N, C, 1, 1]`` context terms (equal up to float rounding, fewer
+full-size temporaries); the four terms are returned as separate weighted losses instead of one
+sum; the masks are built once per batch for all levels instead of once per level.
 """
 from __future__ import annotations
 
@@ -101,11 +103,15 @@ class GlobalContextBlock(nn.Module):
         kaiming_init(self.conv_mask, mode='fan_in')
         constant_init(self.channel_add[-1], val=0)  # R(F) = F at initialisation
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+    def context_term(self, feat: torch.Tensor) -> torch.Tensor:
+        """``transform(sum_hw softmax_hw(conv_mask(F)) * F)``: ``[N, C, 1, 1]``."""
         n, c, h, w = feat.shape
         weights = F.softmax(self.conv_mask(feat).reshape(n, 1, h * w), dim=2)  # [N, 1, HW]
         context = torch.bmm(feat.reshape(n, c, h * w), weights.transpose(1, 2))  # [N, C, 1]
-        return feat + self.channel_add(context.reshape(n, c, 1, 1))
+        return self.channel_add(context.reshape(n, c, 1, 1))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return feat + self.context_term(feat)
 
 
 class FGDLoss(nn.Module):
@@ -144,12 +150,15 @@ class FGDLoss(nn.Module):
         n = preds_S.shape[0]
         spatial_t, channel_t = fgd_attention(preds_T, self.temp)
         spatial_s, channel_s = fgd_attention(preds_S, self.temp)
+        diff = preds_S - preds_T
         # sum_c A_c(T) (S - T)^2, then the spatial weights: [N, H, W]
-        per_cell = torch.einsum('nchw,nc->nhw', (preds_S - preds_T) ** 2, channel_t) * spatial_t
+        per_cell = torch.einsum('nchw,nc->nhw', diff * diff, channel_t) * spatial_t
         loss_fg = (per_cell * mask_fg).sum() / n
         loss_bg = (per_cell * mask_bg).sum() / n
         loss_at = ((channel_s - channel_t).abs().sum() + (spatial_s - spatial_t).abs().sum()) / n
-        loss_global = ((self.global_s(preds_S) - self.global_t(preds_T)) ** 2).sum() / n
+        # R_s(S) - R_t(T) = (S - T) + (context_s - context_t): one full-size tensor less
+        delta = self.global_s.context_term(preds_S) - self.global_t.context_term(preds_T)
+        loss_global = ((diff + delta) ** 2).sum() / n
         return dict(loss_fg=self.alpha_fgd * loss_fg, loss_bg=self.beta_fgd * loss_bg,
                     loss_at=self.gamma_fgd * loss_at, loss_global=self.lambda_fgd * loss_global)
 
