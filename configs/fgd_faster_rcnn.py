@@ -11,7 +11,7 @@
 # 'rpn_head.' and 'roi_head.' to the student's neck, rpn_head and roi_head (see fgd_retinanet.py).
 #
 # Get the teacher's weights first (mmdet model zoo):
-#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/dcn/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth
+#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/dcn/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth  # noqa: E501
 # The teacher's deformable convs need mmcv's ops (built by tools/install.sh).
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py']
 

@@ -6,7 +6,7 @@
 # Paper (FGD README): student 40.2 -> 43.5 box mAP.
 #
 # Get the teacher's weights first (mmdet model zoo):
-#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth
+#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth  # noqa: E501
 # The path is used three times below: change __teacher_checkpoint, not model.teacher_checkpoint alone.
 _base_ = ['mmdet::gfl/gfl_r50_fpn_1x_coco.py']
 

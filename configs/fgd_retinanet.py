@@ -7,7 +7,7 @@
 #
 # The student, data, schedule and runtime are mmdet's retinanet_r50_fpn_2x_coco.py. Get the
 # teacher's weights first (mmdet model zoo):
-#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_x101_64x4d_fpn_1x_coco/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth
+#   mkdir -p checkpoints && wget -P checkpoints https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_x101_64x4d_fpn_1x_coco/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth  # noqa: E501
 # The path is used three times below (teacher, student neck, student head): to use another file,
 # change __teacher_checkpoint here (a --cfg-options override of model.teacher_checkpoint alone
 # would leave the student inheriting from the old path).

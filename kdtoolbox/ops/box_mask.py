@@ -2,7 +2,8 @@
 
 Method-agnostic building blocks for GT-guided feature distillers (FGD's focal masks, binary
 object masks, ...). Everything runs under ``torch.no_grad()`` on the device of the boxes, with
-no Python loop over boxes or images and no device-to-host synchronisation per box.
+no Python loop over boxes (the per-image box tensors are concatenated once, and every level is
+computed from the same ``[L, B, 4]`` extents) and no device-to-host synchronisation per box.
 
 Box to grid (:func:`box_cell_extents`). A box ``(x1, y1, x2, y2)`` in pixels of a frame of size
 ``(H_src, W_src)`` maps to level ``l`` of size ``(H_l, W_l)`` as ``x * W_l / W_src`` and takes the
