@@ -315,7 +315,8 @@ def test_demo_config_trains_two_iterations(tmp_path, name):
     small = dict(num_train=8, num_val=4, img_size=128, seed=0, max_shapes=4)
     # 8 training images in batches of 4, one epoch: 2 iterations, then validation (score_thr below
     # the head's initial prior 0.01: an untrained model's detections are kept, so a mAP is computed).
-    opts = ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.001', f'val_evaluator.ann_file={data}annotations/val.json']
+    opts = ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.001',
+            f'val_evaluator.ann_file={data}annotations/val.json']
     for loader in ('train', 'val', 'test'):
         opts.append(f'{loader}_dataloader.dataset.data_root={data}')
         opts.extend(f'{loader}_dataloader.dataset.{k}={v}' for k, v in small.items())

@@ -42,8 +42,8 @@ from typing import Iterator, Optional
 
 import cv2
 import numpy as np
-
 from mmdet.datasets import CocoDataset
+from mmengine.logging import print_log
 
 from ..registry import DATASETS
 
@@ -274,7 +274,8 @@ def make_shapes_dataset(root: str, num_train: int = 64, num_val: int = 16, img_s
             return paths  # another process generated it while we waited for the lock
         if osp.exists(root) and _read_marker(root) is None and (not osp.isdir(root) or os.listdir(root)):
             raise FileExistsError(f'{root} exists and is not a generated shapes dataset (no {MARKER} '
-                                  f'file); refusing to overwrite it: choose another root or remove it')
+                                  f'file written by {GENERATOR}); refusing to overwrite it: choose '
+                                  f'another root or remove it')
         # Leftovers of a crashed generation (we hold the lock: nobody else is writing them).
         for entry in os.listdir(parent):
             if entry.startswith((f'.{name}.tmp-', f'.{name}.old-')):
@@ -282,6 +283,7 @@ def make_shapes_dataset(root: str, num_train: int = 64, num_val: int = 16, img_s
         if osp.exists(root) and _read_marker(root) is not None:
             warnings.warn(f'regenerating the shapes dataset in {root}: it was generated with '
                           f'{_read_marker(root).get("args")}, now {args}', stacklevel=2)
+        print_log(f'generating the shapes dataset in {root} ({args})', logger='current')
         tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
         try:
             for split, num in (('train', num_train), ('val', num_val)):
