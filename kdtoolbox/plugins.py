@@ -108,6 +108,12 @@ class ComponentRegistrar:
     def dataset(self, cls: Any, name: Optional[str] = None) -> Any:
         return self._stage('dataset', cls, name)
 
+    def metric(self, cls: Any, name: Optional[str] = None) -> Any:
+        return self._stage('metric', cls, name)
+
+    def transform(self, cls: Any, name: Optional[str] = None) -> Any:
+        return self._stage('transform', cls, name)
+
     def commit(self) -> list[tuple[str, str]]:
         """Register every staged component, or none if any name is taken."""
         registries = _registries()
@@ -129,7 +135,8 @@ class ComponentRegistrar:
 def _registries() -> dict[str, Any]:
     from . import registry as r
     return {'distiller': r.DISTILLERS, 'loss': r.LOSSES, 'adapter': r.ADAPTERS,
-            'model': r.MODELS, 'hook': r.HOOKS, 'dataset': r.DATASETS}
+            'model': r.MODELS, 'hook': r.HOOKS, 'dataset': r.DATASETS,
+            'metric': r.METRICS, 'transform': r.TRANSFORMS}
 
 
 _lock = threading.RLock()

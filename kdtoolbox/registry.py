@@ -20,9 +20,11 @@ from typing import Any, Optional
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 
 
 class ComponentNotFoundError(KeyError):
@@ -113,3 +115,6 @@ DATASETS = KDRegistry('dataset', parent=MMENGINE_DATASETS, scope='kdtoolbox',
                       locations=['kdtoolbox.datasets'])
 MODEL_WRAPPERS = KDRegistry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='kdtoolbox',
                             locations=['kdtoolbox.engine'])
+METRICS = KDRegistry('metric', parent=MMENGINE_METRICS, scope='kdtoolbox', locations=['kdtoolbox.engine'])
+TRANSFORMS = KDRegistry('transform', parent=MMENGINE_TRANSFORMS, scope='kdtoolbox',
+                        locations=['kdtoolbox.datasets'])
