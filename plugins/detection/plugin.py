@@ -1,15 +1,16 @@
 """Entry point of the built-in detection plugin (``kdtoolbox.plugins: detection``).
 
-Each method module exposes ``register(registry)``; this hook calls them all.
+Each module listed here exposes ``register(registry)``; this hook calls them all.
 """
+import importlib
+
 import kdtoolbox
 
-from . import defeat, fgd, fgfi, fitnet, mimic
-
-METHOD_MODULES = (fitnet, fgd, defeat, fgfi, mimic)
+#: modules of this package that register components, one per method
+METHOD_MODULES = ('fitnet', 'fgd', 'defeat', 'fgfi', 'mimic', 'frs', 'rank_mimic', 'gid', 'pgd', 'maskd')
 
 
 @kdtoolbox.hookimpl
 def kdtoolbox_register(registry):
-    for module in METHOD_MODULES:
-        module.register(registry)
+    for name in METHOD_MODULES:
+        importlib.import_module(f'{__package__}.{name}').register(registry)
