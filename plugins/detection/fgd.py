@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from mmengine.model import constant_init, kaiming_init
 
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.ops.attention import channel_attention, spatial_attention
 from kdtoolbox.ops.box_mask import fgd_masks
 
 #: the official configs' hyper-parameters (see the module docstring)
@@ -79,11 +80,7 @@ PRESETS['faster_rcnn'] = PRESETS['mask_rcnn'] = PRESETS['two_stage']
 
 def fgd_attention(feat: torch.Tensor, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Spatial ``[N, H, W]`` and channel ``[N, C]`` attention of ``feat [N, C, H, W]``."""
-    n, c, h, w = feat.shape
-    value = feat.abs()
-    spatial = h * w * F.softmax((value.mean(dim=1) / temp).reshape(n, -1), dim=1).reshape(n, h, w)
-    channel = c * F.softmax(value.mean(dim=(2, 3)) / temp, dim=1)
-    return spatial, channel
+    return spatial_attention(feat, temp), channel_attention(feat, temp)
 
 
 class GlobalContextBlock(nn.Module):
