@@ -12,6 +12,16 @@ def test_constant_and_warmup():
     assert distill_scale(10, 0, warmup_iters=10) == 1.0
 
 
+def test_linear_warmup_as_frs():
+    # FRS's Increase_Hook: the weight is iteration / 500 during the first 500 iterations
+    assert distill_scale(0, 0, warmup_iters=500, warmup_mode='linear') == 0.0
+    assert distill_scale(125, 0, warmup_iters=500, warmup_mode='linear') == pytest.approx(0.25)
+    assert distill_scale(499, 0, warmup_iters=500, warmup_mode='linear') == pytest.approx(0.998)
+    assert distill_scale(500, 0, warmup_iters=500, warmup_mode='linear') == 1.0
+    with pytest.raises(ValueError, match='warmup_mode'):
+        DistillLossScheduleHook(warmup_iters=5, warmup_mode='exp')
+
+
 def test_linear_decay():
     kw = dict(decay='linear', decay_begin_iter=100, decay_end_iter=200)
     assert distill_scale(50, 0, **kw) == 1.0

@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 
 import kdtoolbox
 from kdtoolbox.engine.distributed import prepare_distributed
+from kdtoolbox.engine.safe_checkpoint import make_resumable
 
 
 def parse_args():
@@ -44,6 +45,7 @@ def build_cfg(args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    make_resumable(cfg)  # atomic checkpoints (old ones removed after the new one is saved), RNG states saved
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
 
 from ..registry import MODEL_WRAPPERS
+from .guards import guarded_update
 
 
 @MODEL_WRAPPERS.register_module()
@@ -28,6 +29,17 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
             kwargs.pop('device_ids', None)
             kwargs.pop('output_device', None)
         super().__init__(module=module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    def train_step(self, data, optim_wrapper):
+        """mmengine's DDP step, with the module's non-finite-loss policy (DistillationModel)."""
+        policy = getattr(self.module, 'nonfinite_loss', None)
+        if policy is None:
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = self.module.data_preprocessor(data, training=True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_loss, log_vars = self.module.parse_losses(losses)
+        return guarded_update(parsed_loss, log_vars, optim_wrapper, policy)
 
 
 def prepare_distributed(cfg) -> None:

@@ -24,6 +24,7 @@ from mmengine.model import BaseModel
 from ..registry import DISTILLERS, MODELS
 from .builder import build_model
 from .context import DistillContext
+from .guards import POLICIES, guarded_update
 from .recorder import Recorder
 from .teacher import TeacherRunner, build_teacher
 
@@ -54,17 +55,23 @@ class DistillationModel(BaseModel):
         teacher_mode: the mode of the teacher's forward ('tensor' or 'loss').
         truncate_teacher: stop the teacher after its last recorded top-level module.
         data_preprocessor: defaults to the student's own.
+        nonfinite_loss: 'raise' (stop with the loss and iteration named) or 'skip' (no update for
+            that step) when a training loss is NaN/Inf; see :mod:`kdtoolbox.engine.guards`.
     """
 
     def __init__(self, student: Union[dict, str], teacher: Union[dict, str], distiller: dict,
                  teacher_checkpoint: Optional[str] = None, teacher_strict: bool = True,
                  teacher_mode: str = 'tensor', truncate_teacher: bool = True,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+                 data_preprocessor: Optional[dict] = None, nonfinite_loss: str = 'raise',
+                 init_cfg: Optional[dict] = None):
+        if nonfinite_loss not in POLICIES:
+            raise ValueError(f'DistillationModel: nonfinite_loss must be one of {POLICIES}, got {nonfinite_loss!r}')
         student_model = build_model(student, 'student')
         if data_preprocessor is None:
             data_preprocessor = getattr(student_model, 'data_preprocessor', None)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = student_model
+        self.nonfinite_loss = nonfinite_loss
         self.distiller = DISTILLERS.build(distiller, where='distiller')
         # Outside the module tree on purpose (see the module docstring).
         object.__setattr__(self, 'teacher', build_teacher(teacher, teacher_checkpoint, teacher_strict))
@@ -84,6 +91,14 @@ class DistillationModel(BaseModel):
         super().train(mode)
         self.teacher.eval()
         return self
+
+    # --- one training step, guarded against non-finite losses ----------------------------------
+    def train_step(self, data: Any, optim_wrapper) -> dict:
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_loss, log_vars = self.parse_losses(losses)
+        return guarded_update(parsed_loss, log_vars, optim_wrapper, self.nonfinite_loss)
 
     # --- forward -----------------------------------------------------------------------------
     def forward(self, inputs: Any, data_samples: Optional[list] = None, mode: str = 'tensor'):
