@@ -22,5 +22,4 @@ model = dict(
                    score_module='bbox_head.retina_cls', student_channels=256, teacher_channels=256))
 
 # The official warm-up (distill_warm_step=500): the distillation losses times iter / 500.
-# (DistillLossScheduleHook's warmup_iters switches distillation off instead of ramping it.)
-custom_hooks = [dict(type='kdtoolbox.LinearDistillWarmupHook', warmup_iters=500)]
+custom_hooks = [dict(type='kdtoolbox.DistillLossScheduleHook', warmup_iters=500, warmup_mode='linear')]

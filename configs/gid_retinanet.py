@@ -9,7 +9,9 @@
 # K = 10 instances per image, min side 10 px; RoIAlignV2 10x10 (sampling 2) on P3-P7; loss weights
 # feature 5e-4, relation 40, response cls 0.1, response reg 1.0 (SmoothL1 beta 0.1); 3x3 adapter
 # shared across levels; SGD lr 0.01, 16 images per batch, 180k iterations (= mmdet's 2x).
-# The student, data, schedule and runtime are mmdet's retinanet_r50_fpn_2x_coco.py.
+# The student, data, schedule and runtime are mmdet's retinanet_r50_fpn_2x_coco.py (its L1 box loss;
+# the reference's Detectron2 student and teacher use SmoothL1 box losses). No gradient clipping, as
+# the reference.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_2x_coco.py']
 
 model = dict(

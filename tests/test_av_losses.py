@@ -113,7 +113,7 @@ def test_csc_loss_against_hand_computation(adaptive, clamp):
 
 def test_csc_unclamped_negative_temperature_flips_the_ranking():
     # row 0, column 2: s = -1 (dissimilar) over tau = -0.93 gives a large positive logit
-    v, a, sv = vecs(V_DEG), vecs(A_DEG), vecs(SV_DEG)
+    v, a = vecs(V_DEG), vecs(A_DEG)
     tau = csc_temperature(v, a, DELTA, clamp=False)
     logits = (torch.tensor(S, dtype=torch.float64) / tau)[0]
     assert logits[2] > logits[0]  # the dissimilar pair (s = -1) outranks the orthogonal one (s = 0)

@@ -326,3 +326,14 @@ def test_demo_config_trains_two_iterations(tmp_path):
     saved = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu')
     assert saved['meta']['iter'] == 2
     assert any(k.startswith('distiller.adapters.') for k in saved['state_dict'])
+
+
+def test_roi_kl_with_different_class_counts_fails_at_build_naming_both():
+    cfg = dict(type='kdtoolbox.DistillationModel', student=faster_rcnn_cfg(18, channels=32, num_classes=3),
+               teacher=faster_rcnn_cfg(18, channels=48, num_classes=5),
+               distiller=dict(type='DeFeat', student_channels=32, teacher_channels=48, roi_cls=True))
+    with pytest.raises(ValueError, match=r'DeFeat \(roi_cls=True\) compares class scores, but the student has 3 '
+                                         r'classes and the teacher 5'):
+        build(cfg)
+    cfg['distiller']['roi_cls'] = False  # feature imitation alone does not care
+    build(cfg)

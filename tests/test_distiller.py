@@ -114,3 +114,19 @@ def test_configurable_distiller_in_a_real_model(det_batch):
         t_p3 = model.teacher.extract_feat(inputs)[0]
     torch.testing.assert_close(losses['distill.cls.loss'].detach(), F.mse_loss(s_cls[2], t_cls[2]))
     torch.testing.assert_close(losses['distill.p3.loss'].detach(), F.mse_loss(s_p3, t_p3))
+
+
+def test_num_classes_lookup_and_check():
+    from kdtoolbox.engine.checks import num_classes_of, require_same_num_classes
+    from mmdet.registry import MODELS
+    from conftest import faster_rcnn_cfg, retinanet_cfg
+    retina3, retina5 = MODELS.build(retinanet_cfg(18, 3)), MODELS.build(retinanet_cfg(18, 5))
+    from mmengine.config import ConfigDict
+    frcnn = MODELS.build(ConfigDict(faster_rcnn_cfg(18, num_classes=3)))
+    assert num_classes_of(retina3) == 3 and num_classes_of(frcnn, ('roi_head.bbox_head',)) == 3
+    assert num_classes_of(frcnn) == 3 and num_classes_of(frcnn, ('rpn_head',)) == 1
+    assert require_same_num_classes(retina3, retina3, 'X') == 3
+    with pytest.raises(ValueError, match='X compares class scores, but the student has 3 classes and the teacher 5'):
+        require_same_num_classes(retina3, retina5, 'X')
+    with pytest.raises(ValueError, match='cannot find num_classes on the student'):
+        require_same_num_classes(torch.nn.Linear(2, 2), retina3, 'X')

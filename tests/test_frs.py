@@ -1,9 +1,8 @@
 """FRS: the per-level losses against plain loops, the distiller's sum over levels and weights,
-the zero-mask guard, gradients, the Faster R-CNN (RPN score, P2-P6) variant, the linear warm-up
-hook, the official RetinaNet config and two iterations of the demo config through tools/train.py."""
+the zero-mask guard, gradients, the Faster R-CNN (RPN score, P2-P6) variant, the official RetinaNet
+config and two iterations of the demo config (with the linear warm-up) through tools/train.py."""
 import math
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,8 +12,7 @@ from mmengine.registry import MODELS
 from conftest import ROOT, distill_model_cfg, faster_rcnn_cfg, make_det_batch, retinanet_cfg
 from kdtoolbox.engine import DistillContext, Records
 from kdtoolbox.engine.recorder import RecordSpec
-from kdtoolbox_plugins.detection.frs import (FRS, PRESETS, LinearDistillWarmupHook, frs_cls_loss,
-                                             frs_feature_loss, richness_mask)
+from kdtoolbox_plugins.detection.frs import FRS, PRESETS, frs_cls_loss, frs_feature_loss, richness_mask
 
 
 def sigmoid(x):
@@ -181,10 +179,9 @@ def test_gradients_reach_student_and_adapters_never_the_teacher():
 
 
 def test_faster_rcnn_preset_uses_rpn_objectness_on_p2_to_p6():
+    distiller = dict(type='FRS', preset='faster_rcnn', student_channels=32, teacher_channels=32)
     model = MODELS.build(dict(type='kdtoolbox.DistillationModel', student=faster_rcnn_cfg(18),
-                              teacher=faster_rcnn_cfg(34), distiller=dict(type='FRS', preset='faster_rcnn',
-                                                                           student_channels=32,
-                                                                           teacher_channels=32)))
+                              teacher=faster_rcnn_cfg(34), distiller=distiller))
     seen = {}
     real = model.distiller.forward
 
@@ -202,29 +199,8 @@ def test_faster_rcnn_preset_uses_rpn_objectness_on_p2_to_p6():
 
 
 def test_registered_through_the_plugin():
-    from kdtoolbox.registry import DISTILLERS, HOOKS
+    from kdtoolbox.registry import DISTILLERS
     assert DISTILLERS.get('FRS') is FRS
-    assert HOOKS.get('LinearDistillWarmupHook') is LinearDistillWarmupHook
-
-
-# --- the linear warm-up hook --------------------------------------------------------------------
-def run_hook(hook, iteration, epoch=0):
-    model = SimpleNamespace(distill_loss_scale=1.0)
-    logged = {}
-    runner = SimpleNamespace(model=model, iter=iteration, epoch=epoch,
-                             message_hub=SimpleNamespace(update_scalar=lambda k, v: logged.__setitem__(k, v)))
-    hook.before_train_iter(runner, 0)
-    assert logged['train/distill_scale'] == model.distill_loss_scale
-    return model.distill_loss_scale
-
-
-def test_linear_warmup_hook_ramps_as_the_official_code():
-    hook = LinearDistillWarmupHook(warmup_iters=500, stop_epoch=3)
-    assert [run_hook(hook, i) for i in (0, 1, 250, 499, 500, 10000)] == [0.0, 1 / 500, 0.5, 499 / 500, 1.0, 1.0]
-    assert run_hook(hook, 10000, epoch=3) == 0.0  # the base hook's options still apply
-    assert run_hook(LinearDistillWarmupHook(warmup_iters=0), 0) == 1.0
-    with pytest.raises(ValueError, match='warmup_iters'):
-        LinearDistillWarmupHook(warmup_iters=-1)
 
 
 # --- the configs ----------------------------------------------------------------------------------
@@ -235,7 +211,7 @@ def test_frs_retinanet_config_builds_offline():
     assert cfg.model.teacher == 'mmdet::retinanet/retinanet_r101_fpn_2x_coco.py'
     assert cfg.model.teacher_checkpoint.endswith('retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth')
     assert (cfg.model.distiller.feat_weight, cfg.model.distiller.cls_weight) == (0.005, 0.02)
-    assert cfg.custom_hooks == [dict(type='kdtoolbox.LinearDistillWarmupHook', warmup_iters=500)]
+    assert cfg.custom_hooks == [dict(type='kdtoolbox.DistillLossScheduleHook', warmup_iters=500, warmup_mode='linear')]
     assert cfg.train_cfg.max_epochs == 24 and cfg.optim_wrapper.optimizer.lr == 0.01
     model = MODELS.build(offline('configs/frs_retinanet.py').model)  # recorders resolve on both models
     assert model.teacher.backbone.depth == 101 and model.student.backbone.depth == 50

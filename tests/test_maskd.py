@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-from conftest import ROOT, distill_model_cfg, make_det_batch, retinanet_cfg
+from conftest import ROOT, distill_model_cfg, faster_rcnn_cfg, make_det_batch, retinanet_cfg
 from kdtoolbox.engine import DistillContext, Records, RecordSpec
 from kdtoolbox_plugins.detection.maskd import (MasKD, MaskModule, dice_diversity, masked_distillation_loss,
                                                reg_head_loss)
@@ -278,7 +278,7 @@ def test_stage1_masks_the_neck_and_a_step_changes_only_the_tokens():
     learner = token_learner()
     # the checkpoint will hold exactly the mask modules, with the official key names
     keys = set(learner.state_dict())
-    assert keys == {f'mask_modules.{l}.{p}' for l in range(5)
+    assert keys == {f'mask_modules.{lvl}.{p}' for lvl in range(5)
                     for p in ('mask_token', 'prob.0.weight', 'prob.0.bias', 'prob.2.weight', 'prob.2.bias')}
     detector = learner.teacher
     assert all(not p.requires_grad for p in detector.parameters())
@@ -289,8 +289,8 @@ def test_stage1_masks_the_neck_and_a_step_changes_only_the_tokens():
         feats = detector.backbone(inputs)
         raw = detector.neck.forward(feats)  # .forward bypasses the hook
         masked = detector.neck(feats)
-        for l in range(5):
-            assert torch.allclose(masked[l], learner.mask_modules[l](raw[l])[0])
+        for lvl in range(5):
+            assert torch.allclose(masked[lvl], learner.mask_modules[lvl](raw[lvl])[0])
     before = {k: v.clone() for k, v in detector.state_dict().items()}  # BN running stats included
     tokens_before = {k: v.clone() for k, v in learner.state_dict().items()}
     optim = build_optim_wrapper(learner, dict(optimizer=dict(type='Adam', lr=0.01, weight_decay=1e-3)))
@@ -298,13 +298,27 @@ def test_stage1_masks_the_neck_and_a_step_changes_only_the_tokens():
     assert detector.training and not detector.backbone.bn1.training  # BN in eval, as the official hook
     log_vars = learner.train_step(dict(inputs=list((inputs * 50 + 100).clamp(0, 255).byte()),
                                        data_samples=samples), optim)
-    for key in ('loss_cls', 'loss_bbox', *[f'loss_div{l}' for l in range(5)]):
+    for key in ('loss_cls', 'loss_bbox', *[f'loss_div{lvl}' for lvl in range(5)]):
         assert finite(log_vars[key]), key
     after = detector.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical detector
     assert all(p.grad is None for p in detector.parameters())
     changed = [k for k, v in learner.state_dict().items() if not torch.equal(v, tokens_before[k])]
     assert any(k.endswith('mask_token') for k in changed) and any('.prob.' in k for k in changed)
+
+
+def test_stage1_learns_diverse_tokens():
+    from mmengine.optim import build_optim_wrapper
+    torch.manual_seed(0)
+    learner = token_learner()
+    optim = build_optim_wrapper(learner, dict(optimizer=dict(type='Adam', lr=0.01, weight_decay=1e-3)))
+    inputs, samples = make_det_batch(2, 64)
+    data = dict(inputs=list((inputs * 50 + 100).clamp(0, 255).byte()), data_samples=samples)
+    learner.train()
+    logs = [learner.train_step(data, optim) for _ in range(6)]
+    first, last = logs[0], logs[-1]
+    assert float(last['loss_div0']) < 0.9 * float(first['loss_div0'])  # the masks move apart
+    assert float(last['loss']) < float(first['loss'])
 
 
 def test_stage1_errors():
@@ -346,9 +360,9 @@ def test_stage2_loads_the_tokens_frozen_and_trains_the_student(tmp_path):
     model.train()
     log_vars = model.train_step(dict(inputs=list((inputs * 50 + 100).clamp(0, 255).byte()),
                                      data_samples=samples), optim)
-    for l in range(5):
-        assert finite(log_vars[f'distill.fpn{l}.loss_mask'])
-        assert finite(log_vars[f'distill.reg{l}.loss_reg'])
+    for lvl in range(5):
+        assert finite(log_vars[f'distill.fpn{lvl}.loss_mask'])
+        assert finite(log_vars[f'distill.reg{lvl}.loss_reg'])
     assert all(torch.equal(v, frozen[k]) for k, v in kd.mask_modules.state_dict().items())
     assert all(p.grad is None for p in kd.mask_modules.parameters())
     assert all(p.grad is None for p in model.teacher.parameters())
@@ -372,6 +386,37 @@ def test_stage2_gradients_reach_student_and_align_never_teacher_or_tokens():
     assert all(p.grad is not None for p in model.distiller.align.parameters())
     assert all(p.grad is None for p in model.teacher.parameters())
     assert all(p.grad is None for p in model.distiller.mask_modules.parameters())
+
+
+def test_roi_reg_matches_the_teacher_head_on_the_student_rois():
+    torch.manual_seed(0)
+    model = MODELS.build(distill_model_cfg(
+        dict(type='MasKD', student_channels=32, teacher_channels=32, loss_weight=1.0, custom_mask_warmup=7330,
+             reg_module=None, roi_reg=True),
+        student=faster_rcnn_cfg(18), teacher=faster_rcnn_cfg(34)))
+    seen = {}
+    roi_head = model.student.roi_head
+
+    def keep(name, value):  # returns None: the hooks must not replace inputs or outputs
+        seen.setdefault(name, value)
+    hooks = [roi_head.bbox_roi_extractor.register_forward_pre_hook(lambda m, a: keep('rois', a[1])),
+             roi_head.bbox_head.fc_reg.register_forward_hook(lambda m, a, out: keep('pred', out))]
+    inputs, samples = make_det_batch(2, 64)
+    model.train()
+    losses = model.loss(inputs, samples)
+    for h in hooks:
+        h.remove()
+    assert set(k for k in losses if k.startswith('distill.')) == \
+        {f'distill.fpn{lvl}.loss_mask' for lvl in range(5)} | {'distill.roi_reg.loss_reg'}
+    # the teacher's own RoI head (mmdet's _bbox_forward) on its features and the student's RoIs
+    with torch.no_grad():
+        t_pred = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(inputs), seen['rois'])['bbox_pred']
+    assert t_pred.shape == seen['pred'].shape and t_pred.shape[0] == seen['rois'].shape[0] > 0
+    expected = loop_smooth_l1(seen['pred'].detach(), t_pred)
+    assert losses['distill.roi_reg.loss_reg'].item() == pytest.approx(expected, rel=1e-5)
+    losses['distill.roi_reg.loss_reg'].backward()
+    assert roi_head.bbox_head.fc_reg.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
 
 
 def test_tokens_checkpoint_errors_name_file_and_keys(tmp_path):
@@ -422,14 +467,22 @@ def offline_teacher(model):
 
 
 @pytest.mark.slow
-def test_official_stage1_config_builds():
-    cfg = Config.fromfile(f'{ROOT}/configs/maskd_tokens_retinanet.py')
+@pytest.mark.parametrize('path, teacher, ckpt, optimizer', [
+    ('configs/maskd_tokens_retinanet.py', 'mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+     'checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
+     dict(type='Adam', lr=0.01, weight_decay=1e-3)),
+    ('configs/maskd_tokens_faster_rcnn.py', 'mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
+     'checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth',
+     dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4)),
+])
+def test_official_stage1_configs_build(path, teacher, ckpt, optimizer):
+    cfg = Config.fromfile(f'{ROOT}/{path}')
     assert cfg.model.type == 'kdtoolbox.MasKDTokenLearner'
-    assert cfg.model.teacher == 'mmdet::retinanet/retinanet_r101_fpn_2x_coco.py'
-    assert cfg.model.teacher_checkpoint == 'checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'
+    assert cfg.model.teacher == teacher and cfg.model.teacher_checkpoint == ckpt
     assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 2000
-    assert cfg.optim_wrapper.optimizer == dict(type='Adam', lr=0.01, weight_decay=1e-3)
+    assert cfg.optim_wrapper.optimizer == optimizer
     assert [s['type'] for s in cfg.param_scheduler] == ['CosineAnnealingLR']
+    assert cfg.param_scheduler[0].eta_min == 1e-6
     cfg.model.teacher = offline_teacher(cfg.model)
     cfg.model.teacher_checkpoint = None
     learner = MODELS.build(cfg.model)
@@ -471,9 +524,39 @@ def test_official_stage2_config_builds_and_trains_one_step():
     model.train()
     log_vars = model.train_step(dict(inputs=[torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)],
                                      data_samples=[sample]), optim_wrapper)
-    for l in range(5):
-        assert finite(log_vars[f'distill.fpn{l}.loss_mask'])
-        assert finite(log_vars[f'distill.reg{l}.loss_reg'])
+    for lvl in range(5):
+        assert finite(log_vars[f'distill.fpn{lvl}.loss_mask'])
+        assert finite(log_vars[f'distill.reg{lvl}.loss_reg'])
+
+
+@pytest.mark.slow
+def test_official_faster_rcnn_config_builds_and_trains_one_step():
+    from mmdet.structures import DetDataSample
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import InstanceData
+
+    cfg = Config.fromfile(f'{ROOT}/configs/maskd_faster_rcnn.py')
+    kd = cfg.model.distiller
+    assert (kd.loss_weight, kd.custom_mask_warmup, kd.reg_module, kd.roi_reg, kd.reg_loss) == \
+        (1.0, 7330, None, True, 'smooth_l1')
+    assert 'init_cfg' not in cfg.model.student.neck  # no inheritance for Faster R-CNN
+    assert cfg.optim_wrapper.optimizer.lr == 0.02 and cfg.optim_wrapper.get('clip_grad') is None
+    model_cfg = cfg.model
+    model_cfg.teacher = offline_teacher(model_cfg)
+    model_cfg.teacher_checkpoint = None
+    model_cfg.distiller.tokens_checkpoint = None
+    model_cfg.student.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    assert model.teacher.backbone.depth == 101 and model.student.backbone.depth == 50
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 96), ori_shape=(96, 96), scale_factor=(1.0, 1.0)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 20., 70., 90.]]), labels=torch.tensor([3]))
+    model.train()
+    log_vars = model.train_step(dict(inputs=[torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)],
+                                     data_samples=[sample]), optim_wrapper)
+    assert finite(log_vars['distill.roi_reg.loss_reg']) and finite(log_vars['distill.fpn4.loss_mask'])
 
 
 # --- both demo stages through tools/train.py ---------------------------------------------------

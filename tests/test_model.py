@@ -119,8 +119,26 @@ def test_teacher_checkpoint_is_loaded_and_strictly_checked(tmp_path, det_batch):
         assert torch.equal(a, b), k
     wrong = tmp_path / 'wrong.pth'
     torch.save({'state_dict': MODELS.build(retinanet_cfg(18)).state_dict()}, wrong)
-    with pytest.raises(RuntimeError, match=r"(?s)teacher_checkpoint '.*wrong.pth'.*missing keys in source state_dict: backbone.layer1.2"):
+    n_missing = len(set(teacher.state_dict()) - set(MODELS.build(retinanet_cfg(18)).state_dict()))
+    with pytest.raises(RuntimeError, match=rf"teacher_checkpoint '.*wrong.pth' does not fit the teacher config: "
+                                           rf"{n_missing} missing keys \(backbone.layer1.2.conv1.weight, .*more\)"):
         build(teacher_checkpoint=str(wrong))
+    # unexpected keys and shape mismatches are counted and named too
+    other = MODELS.build(retinanet_cfg(34, num_classes=5)).state_dict()
+    other['extra.weight'] = torch.zeros(1)
+    odd = tmp_path / 'odd.pth'
+    torch.save({'state_dict': other}, odd)
+    with pytest.raises(RuntimeError, match=r"1 unexpected keys \(extra.weight\); 2 keys of another shape "
+                                           r"\(checkpoint vs config\) \(bbox_head.retina_cls.weight \(45, 64, 3, 3\) vs "
+                                           r"\(27, 64, 3, 3\)"):
+        build(teacher_checkpoint=str(odd))
+    # teacher_strict=False loads what fits and leaves the rest
+    model = build(teacher_checkpoint=str(odd), teacher_strict=False)
+    assert torch.equal(model.teacher.state_dict()['backbone.conv1.weight'], other['backbone.conv1.weight'])
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match=r"teacher_checkpoint '.*garbage.pth' cannot be read"):
+        build(teacher_checkpoint=str(garbage))
 
 
 def test_missing_config_file_names_the_role():

@@ -108,6 +108,7 @@ def ref_maps(head, cls_preds, reg_preds, gts, labels, pad_shapes, alpha_cls, alp
         centres, logits, boxes, where = [], [], [], []
         for lvl, (cp, rp) in enumerate(zip(cls_preds, reg_preds)):
             h_n, w_n = cp.shape[-2:]
+            cpl, rpl = cp[i].tolist(), rp[i].tolist()  # [channels][H][W]
             stride = gen.strides[lvl][0]
             anchors = gen.single_level_grid_priors((h_n, w_n), lvl, device='cpu').tolist()
             a_n = gen.num_base_priors[lvl]
@@ -120,11 +121,11 @@ def ref_maps(head, cls_preds, reg_preds, gts, labels, pad_shapes, alpha_cls, alp
                         anchor = anchors[(h * w_n + w) * a_n + a]
                         centre = [(anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2]
                         assert centre == pytest.approx([w * stride, h * stride], abs=1e-4)  # offset 0
-                        logits.append([float(cp[i, a * num_classes + c, h, w]) for c in range(num_classes)])
+                        logits.append([cpl[a * num_classes + c][h][w] for c in range(num_classes)])
                         if gfl:
-                            boxes.append(ref_gfl_decode(centre, [float(v) for v in rp[i, :, h, w]], stride))
+                            boxes.append(ref_gfl_decode(centre, [ch[h][w] for ch in rpl], stride))
                         else:
-                            boxes.append(ref_delta_decode(anchor, [float(rp[i, a * 4 + j, h, w]) for j in range(4)],
+                            boxes.append(ref_delta_decode(anchor, [rpl[a * 4 + j][h][w] for j in range(4)],
                                                           head.bbox_coder.stds))
                         centres.append(centre)
                         where.append((lvl, h, w))
@@ -220,8 +221,9 @@ def test_pgw_top_k_includes_priors_outside_the_box_but_weights_only_inside():
     centres (x = 0, 2, 4: mean 2, variance 8/3), the third gets 0 as it is outside the box."""
     centres = torch.tensor([[0., 0.], [2., 0.], [4., 0.], [50., 50.]])
     quality = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
-    gt = torch.tensor([[-1., -1., 3., 1.]])
-    ins = torch.tensor([[True], [True], [False], [False]])
+    from kdtoolbox_plugins.detection.pgd import centres_inside
+    ins = centres_inside(centres, torch.tensor([[-1., -1., 3., 1.]]))
+    assert ins.reshape(-1).tolist() == [True, True, False, False]
     w = pgw_weights(centres, quality, ins, topk=3)
     expected = [math.exp(-0.5 * 4 / (8 / 3 + COV_EPS)), 1.0, 0.0, 0.0]
     assert torch.allclose(w, torch.tensor(expected), atol=1e-6)
@@ -336,8 +338,8 @@ def test_edge_cases_no_gt_off_grid_box_and_one_prior_per_gt():
     assert maps[0][0][0].sum() > 0
     # a box off the grid (outside the image) adds nothing and removes no background
     off = torch.tensor([[3., 3., 20., 28.], [200., 200., 260., 240.]])
-    with_off = pgd_value_maps(head, cls, reg, [off, box[:0]], [torch.tensor([1, 0]), torch.tensor([], dtype=torch.long)],
-                              None, 0.8, 0.6, 30)
+    no_label = torch.tensor([], dtype=torch.long)
+    with_off = pgd_value_maps(head, cls, reg, [off, box[:0]], [torch.tensor([1, 0]), no_label], None, 0.8, 0.6, 30)
     for a, b in zip(maps, with_off):
         for x, y in zip(a, b):
             assert torch.equal(x, y)
@@ -406,7 +408,16 @@ def test_reg_loss_against_plain_loops_and_without_positions():
 
 # --- the distiller --------------------------------------------------------------------------------
 def gfl_model_cfg(**kwargs):
-    return distill_model_cfg(dict(type='PGD', head_type='GFLHead', **kwargs), student=gfl_cfg(18), teacher=gfl_cfg(34))
+    return distill_model_cfg(dict(type='PGD', head_type='GFLHead', **kwargs), student=gfl_cfg(18), teacher=gfl_cfg(18))
+
+
+@pytest.fixture(scope='module')
+def gfl_model():
+    """A GFL R18 -> GFL R18 (another random init) DistillationModel, built once."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        torch.manual_seed(0)
+        return MODELS.build(gfl_model_cfg())
 
 
 def test_defaults_registration_and_config_errors():
@@ -430,12 +441,38 @@ def test_defaults_registration_and_config_errors():
         MODELS.build(distill_model_cfg(dict(type='PGD', head_type='GFLHead')))
 
 
-def test_records_the_teacher_raw_predictions():
-    torch.manual_seed(0)
-    model = MODELS.build(gfl_model_cfg())
-    inputs, samples = make_det_batch(n=2, size=64)
-    records = model.teacher_runner(inputs, samples)
-    cls_scores, bbox_preds = model.teacher.bbox_head(model.teacher.extract_feat(inputs))
+@pytest.mark.parametrize('head_type', ['GFLHead', 'ATSSHead', 'RetinaHead'])
+def test_prediction_layers_recorded_per_head_type_are_the_head_outputs(head_type):
+    """mmdet's _forward calls bbox_head.forward() directly (no hook): the recorded prediction
+    layers of HEAD_PREDICTIONS must give exactly the head's outputs, level by level."""
+    from kdtoolbox.engine.recorder import Recorder
+    from kdtoolbox_plugins.detection.pgd import HEAD_PREDICTIONS
+    cfg = gfl_cfg()['bbox_head'] if head_type == 'GFLHead' else dict(retinanet_cfg(18)['bbox_head'])
+    if head_type == 'ATSSHead':
+        cfg.update(type='ATSSHead', in_channels=64, feat_channels=64, stacked_convs=1,
+                   loss_bbox=dict(type='GIoULoss', loss_weight=2.0), reg_decoded_bbox=True,
+                   loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0))
+    head = MODELS.build(cfg)
+    head.eval()
+    channels = cfg['in_channels']
+    feats = [torch.randn(1, channels, 8 // 2 ** i + 1, 8 // 2 ** i + 1) for i in range(5)]
+    paths = {}
+    for kind, path in HEAD_PREDICTIONS[head_type].items():
+        paths.update({f'{kind}{i}': path.format(i) for i in range(5)} if '{}' in path else {kind: path})
+    recorder = Recorder(head, paths, 'teacher')
+    with recorder, torch.no_grad():
+        outs = head.forward(feats)
+    records = recorder.records()
+    for kind, out in zip(('cls', 'reg'), outs[:2]):
+        got = records.calls(kind) if kind in paths else [records[f'{kind}{i}'] for i in range(5)]
+        assert len(got) == 5 and all(torch.equal(a, b) for a, b in zip(got, out)), kind
+    assert type(head).__name__ == head_type
+
+
+def test_teacher_runner_records_the_teacher_raw_predictions(gfl_model):
+    inputs, samples = make_det_batch(n=1, size=64)
+    records = gfl_model.teacher_runner(inputs, samples)
+    cls_scores, bbox_preds = gfl_model.teacher.bbox_head(gfl_model.teacher.extract_feat(inputs))
     for lvl in range(5):
         assert torch.equal(records.calls('cls_pred')[lvl], cls_scores[lvl])
         assert torch.equal(records[f'reg_pred{lvl}'], bbox_preds[lvl])  # after the level's Scale
@@ -443,10 +480,13 @@ def test_records_the_teacher_raw_predictions():
 
 
 @pytest.mark.parametrize('which', ['gfl', 'retina'])
-def test_distiller_losses_gradients_and_edge_batches(which):
+def test_distiller_losses_gradients_and_edge_batches(which, request):
     torch.manual_seed(0)
-    cfg = gfl_model_cfg() if which == 'gfl' else distill_model_cfg(dict(type='PGD', head_type='RetinaHead'))
-    model = MODELS.build(cfg)
+    if which == 'gfl':
+        model = request.getfixturevalue('gfl_model')
+        model.zero_grad()
+    else:
+        model = MODELS.build(distill_model_cfg(dict(type='PGD', head_type='RetinaHead')))
     inputs, samples = make_det_batch(n=2, size=64, boxes=[[4., 6., 40., 50.], [30., 20., 62., 60.]])
     samples[1].gt_instances = samples[1].gt_instances[:0]  # an image without boxes
     losses = model(inputs, samples, mode='loss')
@@ -455,8 +495,8 @@ def test_distiller_losses_gradients_and_edge_batches(which):
     for key in keys:
         assert losses[key].dtype == torch.float32 and losses[key].dim() == 0 and torch.isfinite(losses[key]), key
     assert losses['distill.cls0.loss_bg'] > 0
-    assert sum(float(losses[f'distill.cls{i}.loss_fg']) for i in range(5)) > 0
-    assert sum(float(losses[f'distill.reg{i}.loss_feat']) for i in range(5)) > 0
+    assert sum(float(losses[f'distill.cls{i}.loss_fg'].detach()) for i in range(5)) > 0
+    assert sum(float(losses[f'distill.reg{i}.loss_feat'].detach()) for i in range(5)) > 0
     sum(losses[k] for k in keys).backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     head = model.student.bbox_head

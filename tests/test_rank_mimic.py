@@ -118,11 +118,10 @@ def test_pfi_hand_computed_and_the_detach_flag():
 
 # --- positive anchors ---------------------------------------------------------------------------
 def build(distiller, num_classes=3, **kwargs):
-    cfg = distill_model_cfg(distiller, student=retinanet_cfg(18, num_classes), teacher=retinanet_cfg(34, num_classes),
-                            **kwargs)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model
+    """Tiny RetinaNets (R18 both: different random weights are all the tests need)."""
+    kwargs.setdefault('student', retinanet_cfg(18, num_classes))
+    cfg = distill_model_cfg(distiller, teacher=retinanet_cfg(18, num_classes), **kwargs)
+    return MODELS.build(cfg)
 
 
 def test_levels_to_anchor_rows_order():
@@ -275,10 +274,12 @@ def test_errors_name_what_is_wrong():
     model = build(dict(type='RankMimicking', head='roi_head'))
     with pytest.raises(AttributeError, match="'roi_head'"):
         model(inputs, samples, mode='loss')
-    samples[0].gt_instances.labels = torch.tensor([0, 7])
     model = build(dict(type='RankMimicking'))
+    seen = spy_forward(model)
+    model(inputs, samples, mode='loss')
+    seen['context'].data_samples[0].gt_instances.labels = torch.tensor([0, 7])  # past the student's loss
     with pytest.raises(ValueError, match=r'labels must lie in \[0, 3\)'):
-        model(inputs, samples, mode='loss')
+        model.distiller(seen['student'], seen['teacher'], seen['context'])
     with pytest.raises(ValueError, match='3 student channel counts'):
         PFI(student_channels=[64] * 3)
 

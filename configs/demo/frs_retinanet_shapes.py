@@ -17,4 +17,4 @@ model = dict(
 
 # The official linear warm-up is 500 iterations; this demo trains 192 in all, so it ramps over 50
 # (the length of its learning-rate warm-up).
-custom_hooks = [dict(type='kdtoolbox.LinearDistillWarmupHook', warmup_iters=50)]
+custom_hooks = [dict(type='kdtoolbox.DistillLossScheduleHook', warmup_iters=50, warmup_mode='linear')]

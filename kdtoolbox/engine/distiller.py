@@ -55,6 +55,10 @@ class BaseDistiller(BaseModule):
         self.student_recorders = dict(student_recorders or {})
         self.teacher_recorders = dict(teacher_recorders or {})
 
+    def check_models(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Called once when the DistillationModel is built, before any iteration: raise on a pair
+        this distiller cannot work with (e.g. :func:`kdtoolbox.engine.checks.require_same_num_classes`)."""
+
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict[str, torch.Tensor]:
         """Return losses keyed ``'<name>.loss_<what>'`` (the model prefixes ``distill.``)."""
         raise NotImplementedError

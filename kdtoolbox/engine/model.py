@@ -75,6 +75,7 @@ class DistillationModel(BaseModel):
         self.distiller = DISTILLERS.build(distiller, where='distiller')
         # Outside the module tree on purpose (see the module docstring).
         object.__setattr__(self, 'teacher', build_teacher(teacher, teacher_checkpoint, teacher_strict))
+        self.distiller.check_models(self.student, self.teacher)
         self.student_recorder = Recorder(self.student, self.distiller.student_recorders, 'student')
         teacher_recorder = Recorder(self.teacher, self.distiller.teacher_recorders, 'teacher')
         self.teacher_runner = TeacherRunner(self.teacher, teacher_recorder, teacher_mode, truncate_teacher)

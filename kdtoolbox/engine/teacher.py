@@ -13,7 +13,8 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.runner import find_latest_checkpoint, load_checkpoint
+from mmengine.runner import find_latest_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint
 
 from .builder import build_model
 from .recorder import Recorder, common_top_level
@@ -36,17 +37,52 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
+def _read_state_dict(path: str) -> dict:
+    """The model weights of a checkpoint file (``state_dict`` or a bare dict), ``module.`` stripped."""
+    try:
+        ckpt = _load_checkpoint(path, map_location='cpu')
+    except Exception as exc:  # noqa: BLE001  (unreadable: say which file)
+        raise RuntimeError(f'teacher_checkpoint {path!r} cannot be read: {type(exc).__name__}: {exc}') from exc
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise RuntimeError(f'teacher_checkpoint {path!r} holds no state_dict')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def describe_key_mismatch(expected: dict, found: dict, shown: int = 5) -> str:
+    """'' when ``found`` fits ``expected``; else how many keys are missing / unexpected / of
+    another shape, with the first ``shown`` of each named."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f'{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}' for k in expected
+              if k in found and hasattr(found[k], 'shape') and tuple(found[k].shape) != tuple(expected[k].shape)]
+
+    def part(what, keys):
+        more = f', ... ({len(keys) - shown} more)' if len(keys) > shown else ''
+        return f'{len(keys)} {what} ({", ".join(keys[:shown])}{more})'
+    parts = [part(w, k) for w, k in (('missing keys', missing), ('unexpected keys', unexpected),
+                                      ('keys of another shape (checkpoint vs config)', shapes)) if k]
+    return '; '.join(parts)
+
+
 def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> nn.Module:
     """Build, load (``map_location='cpu'``) and freeze a teacher model."""
     teacher = build_model(cfg, 'teacher')
     if checkpoint is not None:
         checkpoint = resolve_checkpoint(checkpoint)
-        try:
-            load_checkpoint(teacher, checkpoint, map_location='cpu', strict=strict,
-                            revise_keys=[(r'^module\.', '')])
-        except RuntimeError as exc:  # name the file and the key: mmengine's message names neither
-            raise RuntimeError(f'teacher_checkpoint {checkpoint!r} does not fit the teacher config '
-                               f'(teacher_strict={strict}): {exc}') from exc
+        state = _read_state_dict(checkpoint)
+        problems = describe_key_mismatch(teacher.state_dict(), state)
+        if problems and strict:
+            raise RuntimeError(f'teacher_checkpoint {checkpoint!r} does not fit the teacher config: '
+                               f'{problems}. Check that the teacher config is the one the checkpoint was '
+                               f'trained with (depth, widths, num_classes), or set teacher_strict=False '
+                               f'to load what fits.')
+        if problems:
+            print_log(f'teacher_checkpoint {checkpoint!r}: {problems} (teacher_strict=False)',
+                      logger='current', level=logging.WARNING)
+        fitting = {k: v for k, v in state.items() if k in teacher.state_dict()
+                   and tuple(v.shape) == tuple(teacher.state_dict()[k].shape)}
+        teacher.load_state_dict(fitting, strict=False)
     else:  # no init_weights(): a model-zoo config would download pretrained backbone weights
         print_log('teacher_checkpoint is None: the teacher keeps its random initial weights',
                   logger='current', level=logging.WARNING)

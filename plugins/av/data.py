@@ -93,7 +93,8 @@ class AVDataPreprocessor(BaseDataPreprocessor):
         if 'video' in inputs:
             video = self._stack(inputs['video'], 'video', 4).to(self.device, non_blocking=self._non_blocking)
             if video.shape[1] != 3:
-                raise ValueError(f"AVDataPreprocessor: inputs['video'] must be [N, 3, T, H, W], got {tuple(video.shape)}")
+                raise ValueError(f"AVDataPreprocessor: inputs['video'] must be [N, 3, T, H, W], "
+                                 f'got {tuple(video.shape)}')
             video = video.float()
             if self._normalise:
                 video = (video - self.mean) / self.std

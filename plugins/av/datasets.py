@@ -115,7 +115,8 @@ def parse_annotations(ann_file: str, ann_format: str = 'auto', subset: Optional[
                 if subset is not None and 'split' in row and row['split'] != subset:
                     continue
                 try:
-                    vid = kinetics_id_tmpl.format(youtube_id=row['youtube_id'], time_start=int(float(row['time_start'])),
+                    vid = kinetics_id_tmpl.format(youtube_id=row['youtube_id'],
+                                                  time_start=int(float(row['time_start'])),
                                                   time_end=int(float(row['time_end'])))
                 except ValueError as exc:
                     raise _fail(ann_file, f'line {line}: bad time_start/time_end ({exc})') from exc
@@ -205,7 +206,8 @@ class AVBaseDataset(BaseDataset):
                              f'{frame_interval}, {fps}')
         test_windows = dict(test_windows or dict(type='sliding', stride=0))
         if test_windows.get('type') not in ('sliding', 'even', 'center'):
-            raise ValueError(f"test_windows.type must be 'sliding', 'even' or 'center', got {test_windows.get('type')!r}")
+            raise ValueError(f"test_windows.type must be 'sliding', 'even' or 'center', "
+                             f"got {test_windows.get('type')!r}")
         self.ann_format, self.subset, self.classes_arg = ann_format, subset, classes
         self.class_index_file, self.kinetics_id_tmpl = class_index_file, kinetics_id_tmpl
         self.clip_len, self.frame_interval, self.fps = int(clip_len), int(frame_interval), float(fps)
@@ -353,7 +355,8 @@ class AVVideoFileDataset(AVBaseDataset):
         try:
             import av  # noqa: F401
         except ImportError as exc:
-            raise ImportError('AVVideoFileDataset needs PyAV: pip install av (pinned in tools/requirements.txt)') from exc
+            raise ImportError('AVVideoFileDataset needs PyAV: pip install av '
+                              '(pinned in tools/requirements.txt)') from exc
         self.video_file_tmpl = video_file_tmpl
         super().__init__(*args, **kwargs)
 

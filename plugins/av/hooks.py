@@ -20,8 +20,6 @@ Config::
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional
-
 import torch
 from mmengine.dist import collect_results
 from mmengine.hooks import Hook
@@ -99,7 +97,8 @@ class GalleryFeatureHook(Hook):
             with torch.no_grad():
                 for data in loader:
                     for sample in model.val_step(data):
-                        feat, label, vid = _field(sample, 'pred_feature'), _field(sample, 'gt_label'), _field(sample, 'video_id')
+                        feat, label = _field(sample, 'pred_feature'), _field(sample, 'gt_label')
+                        vid = _field(sample, 'video_id')
                         if feat is None:
                             raise KeyError('GalleryFeatureHook: the predict output has no pred_feature (the student '
                                            'must set data_sample.pred_feature, the pooled feature)')

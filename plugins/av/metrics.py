@@ -169,7 +169,8 @@ class RetrievalMetric(BaseMetric):
         for s in data_samples:
             feat = _field(s, 'pred_feature')
             if feat is None:
-                raise KeyError('RetrievalMetric: a data sample has no pred_feature (the student sets it in predict mode)')
+                raise KeyError('RetrievalMetric: a data sample has no pred_feature '
+                               '(the student sets it in predict mode)')
             vid, _ = _window_key(s)
             self.results.append((vid, torch.as_tensor(feat).detach().float().cpu().reshape(-1), _label(s)))
 

@@ -11,7 +11,9 @@ Official code: GeWu-Lab/cross-modal-distillation (``models/modality_noise_filter
 **MNF** (modality noise filter, module ``distiller.mnf``):
 
 - feature selection gate ``g = sigmoid(W2 ReLU(BN(W1 [a ; mean_l X_l])))``, ``W1: 2E -> E/2``,
-  ``W2: E/2 -> E`` (``gate_hidden`` overrides ``E/2``); purified teacher ``a~ = g * a`` ``[N, E]``;
+  ``W2: E/2 -> E`` (``gate_hidden`` overrides ``E/2``); purified teacher ``a~ = g * a`` ``[N, E]``
+  (the gate sees the token mean, as officially; for R2Plus1D it equals ``v``, for
+  LogMelAudioCNN students, whose neck pools max + mean over time, it does not);
 - teacher-guided attention ``z = MHA(query=a~, key=value=X)`` (``num_heads=2``, 256 dims per head at
   E=512) ``[N, E]``; ``sv = T_v(z) = ReLU(BN(W z + b))`` ``[N, E]``; auxiliary classifier
   ``p_sv = Linear(E, num_classes)(sv)``;

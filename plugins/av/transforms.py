@@ -411,8 +411,8 @@ class PackAVInputs(BaseTransform):
             dataset index, set by mmengine's ``BaseDataset``) is what CRD's memory bank is indexed by.
     """
 
-    def __init__(self, meta_keys: Sequence[str] = ('video_id', 'window_index', 'num_windows', 'label_name', 'sample_idx',
-                                                   'frame_inds', 'img_shape', 'flip')):
+    def __init__(self, meta_keys: Sequence[str] = ('video_id', 'window_index', 'num_windows', 'label_name',
+                                                   'sample_idx', 'frame_inds', 'img_shape', 'flip')):
         self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from kdtoolbox.adapters import ConvAdapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records, RecordError
+from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.ops.imitation_masks import find_prior_generator, gt_bboxes_from_samples, gt_level_masks
 
 
@@ -147,6 +148,10 @@ class DeFeat(BaseDistiller):
         self.adapters = nn.ModuleList(
             ConvAdapter(s, t, kernel_size=adapter_kernel_size, init=adapter_init, std=adapter_std)
             for s, t in zip(s_ch, t_ch))
+
+    def check_models(self, student, teacher) -> None:
+        if self.roi_cls:  # the RoI KL compares the two classifiers' class distributions
+            require_same_num_classes(student, teacher, 'DeFeat (roi_cls=True)', heads=('roi_head.bbox_head',))
 
     # ------------------------------------------------------------------ neck
     def _strides(self, context: DistillContext) -> list:

@@ -26,11 +26,10 @@ faster_rcnn  ``rpn_head.rpn_cls``      0.002   0.1    ``neck`` output, P2-P6 (P6
 ===========  ========================  ======  =====  =====================================
 
 The official linear warm-up (``distill_warm_step=500``: the losses times ``iter / 500`` for the
-first 500 iterations) is not inside the loss: it is a scale of all distillation losses set by a
-hook in the config. ``DistillLossScheduleHook`` only switches distillation off for its
-``warmup_iters`` (no ramp), so this module provides :class:`LinearDistillWarmupHook`
-(``DistillLossScheduleHook`` times ``min(1, iter / warmup_iters)``) until the core hook has a
-linear ramp.
+first 500 iterations, 0-based) is not inside the loss: it is the scale of all distillation losses,
+set in the config by the core hook::
+
+    custom_hooks = [dict(type='kdtoolbox.DistillLossScheduleHook', warmup_iters=500, warmup_mode='linear')]
 
 Deviations from the official code: the BCE is computed from the student's logits
 (``binary_cross_entropy_with_logits``, numerically stable) instead of ``F.binary_cross_entropy``
@@ -50,7 +49,6 @@ import torch.nn.functional as F
 
 from kdtoolbox.adapters import ConvAdapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
-from kdtoolbox.engine.hooks import DistillLossScheduleHook
 
 _FPN5 = tuple(f'neck.fpn_convs.{i}.conv' for i in range(5))
 
@@ -190,34 +188,6 @@ class FRS(BaseDistiller):
         return losses
 
 
-class LinearDistillWarmupHook(DistillLossScheduleHook):
-    """:class:`DistillLossScheduleHook` with a *linear* warm-up: its scale times
-    ``min(1, iter / warmup_iters)`` (0-based ``iter``, FRS's ``distill_warm_step``: 0 at the first
-    iteration, 1 from iteration ``warmup_iters`` on). The other arguments (decay, stop_epoch) are
-    the base hook's."""
-
-    def __init__(self, warmup_iters: int = 500, **kwargs):
-        if 'warmup_iters' in kwargs:
-            raise TypeError('LinearDistillWarmupHook: warmup_iters given twice')
-        if warmup_iters < 0:
-            raise ValueError(f'LinearDistillWarmupHook: warmup_iters must be >= 0, got {warmup_iters}')
-        super().__init__(warmup_iters=0, **kwargs)
-        self.linear_warmup_iters = int(warmup_iters)
-
-    def ramp(self, iteration: int) -> float:
-        if self.linear_warmup_iters == 0:
-            return 1.0
-        return min(1.0, iteration / self.linear_warmup_iters)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        super().before_train_iter(runner, batch_idx, data_batch)
-        from mmengine.model import is_model_wrapper
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        model.distill_loss_scale = model.distill_loss_scale * self.ramp(runner.iter)
-        runner.message_hub.update_scalar('train/distill_scale', model.distill_loss_scale)
-
-
 def register(registry):
     """Register this module's components with the plugin's registrar."""
     registry.distiller(FRS)
-    registry.hook(LinearDistillWarmupHook)

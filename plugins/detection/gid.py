@@ -68,7 +68,6 @@ import operator
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.ops import nms
 from mmdet.structures.bbox import get_box_tensor
@@ -292,11 +291,13 @@ class GID(BaseDistiller):
 
     # ------------------------------------------------------------------ feature + relation
     def crop_losses(self, s_feats, t_feats, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature, relation) losses of the GI crops ``rois [R, 5]`` of both FPNs."""
         levels = self.roi_extractor.num_levels
         for owner, feats in (('student', s_feats), ('teacher', t_feats)):
+            got = len(feats) if isinstance(feats, (tuple, list)) else f'a {type(feats).__name__}, not a tuple'
             if not isinstance(feats, (tuple, list)) or len(feats) < levels:
                 raise ValueError(f'GID: roi_extractor.featmap_strides has {levels} levels; the {owner} '
-                                 f'{type(feats).__name__} gives {len(feats) if isinstance(feats, (tuple, list)) else 1}')
+                                 f'feature_module gives {got}')
         s_feats, t_feats = list(s_feats[:levels]), list(t_feats[:levels])
         s_raw, t_roi = self.roi_extractor.extract_pair(s_feats, t_feats, rois)
         if self.adapt_on == 'features':

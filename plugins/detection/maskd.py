@@ -32,8 +32,8 @@ Official schedule: 2000 iterations (8 GPUs x 2 images), cosine LR to 1e-6, no wa
 Adam lr 0.01 wd 1e-3; Faster R-CNN SGD lr 0.1 (momentum 0.9, wd 1e-4).
 
 **Stage 2** (:class:`MasKD`, a distiller): the stage-1 mask modules are loaded strictly from
-``tokens_checkpoint`` (keys containing ``mask_modules.``; any ``mask_modules``-prefixed checkpoint
-works, the official released ones too) and frozen with ``requires_grad=False``: they get no
+``tokens_checkpoint`` (the keys containing ``mask_modules.``, any prefix before it dropped, so
+the official released token files should load too: not verified offline) and frozen with ``requires_grad=False``: they get no
 gradient and the optimizer skips them, so no ``lr_mult=0`` paramwise trick is needed. Per level,
 with ``S`` the student feature after a 1x1 conv ``align`` (always present, as in the official
 ``align_module``, random PyTorch init; it also absorbs a student/teacher channel mismatch) and
@@ -53,8 +53,11 @@ Official hyper-parameters (``mmrazor/configs/distill/maskd``): RetinaNet R101 ->
 custom_mask_warmup 7000, ``L1Loss`` on ``retina_reg``; RetinaNet X101 -> R50: loss_weight 7,
 warm-up 8500, ``SmoothL1Loss`` (the defaults here); both with the student's neck and head
 initialised from the teacher, SGD lr 0.02, 1000 warm-up iterations, grad clip 35, 2x schedule.
-Faster R-CNN R101 -> R50: loss_weight 1, warm-up 7330, SmoothL1 on ``roi_head.bbox_head.fc_reg``
-with the student's RoIs fed to the teacher (not implemented here: ``reg_module=None``).
+Faster R-CNN R101 -> R50: loss_weight 1, warm-up 7330, no inheritance, SGD lr 0.02 (no grad
+clip), and ``roi_reg=True`` (``reg_module=None``): SmoothL1 between the student's
+``roi_head.bbox_head.fc_reg`` output and the teacher's RoI head regression on the **student's**
+sampled RoIs (recorded at the input of the student's ``bbox_roi_extractor``; the teacher's RoI
+extractor and bbox head run under ``no_grad`` on its recorded neck features), ``roi_reg.loss_reg``.
 
 Deviations from the official code:
 
@@ -69,6 +72,9 @@ Deviations from the official code:
 - the stage-1 detector runs frozen with ``requires_grad=False`` outside the module tree instead of
   the official hook that rewrites the optimizer's param groups and re-wraps DDP with
   ``find_unused_parameters=True``;
+- ``roi_reg``: the official forward-pre-hook copies the student's RoIs into the teacher's RoI
+  extractor input in place during the teacher's own forward; here the teacher stops after its neck
+  and its RoI head is called on the student's RoIs (the same computation, no in-place resize);
 - official bug avoided: the Faster R-CNN stage-1 config inherits ``faster_rcnn_r50_fpn_2x`` but
   loads the R101 checkpoint non-strictly (a corrupted teacher); here the teacher config and
   checkpoint are given together and loaded strictly.
@@ -88,7 +94,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import CheckpointLoader, find_latest_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine import BaseDistiller, DistillContext, RecordError, Records
 from kdtoolbox.engine.teacher import build_teacher
 
 TOKEN_PREFIX = 'mask_modules.'
@@ -106,6 +112,8 @@ def dice_diversity(masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     if k < 2:
         return masks.sum() * 0.0
     flat = masks.reshape(n, k, -1)
+    if flat.dtype in (torch.float16, torch.bfloat16):  # fp32 sums over H*W under AMP
+        flat = flat.float()
     inner = torch.bmm(flat, flat.transpose(1, 2))  # [N, K, K]: sum_hw M_i M_j
     sq = torch.diagonal(inner, dim1=1, dim2=2)  # [N, K]: sum_hw M_i^2
     dice = 2 * inner / (sq.unsqueeze(2) + sq.unsqueeze(1) + eps)
@@ -367,6 +375,8 @@ class MasKD(BaseDistiller):
             the regression-head term.
         reg_loss: 'smooth_l1' (mmdet ``SmoothL1Loss``) or 'l1'; reg_beta: SmoothL1's beta;
         reg_weight: its weight (1).
+        roi_reg: add the two-stage RoI regression KD (Faster R-CNN: ``reg_module=None``), with
+            ``reg_loss``, ``reg_beta``, ``reg_weight``; roi_head: the RoI head's attribute path.
         eps: the guard of ``sum_hw M_k``.
     """
 
@@ -377,7 +387,8 @@ class MasKD(BaseDistiller):
                  custom_mask: bool = True, custom_mask_warmup: int = 8500,
                  student_module: str = 'neck', teacher_module: str = 'neck',
                  reg_module: Optional[str] = 'bbox_head.retina_reg', reg_loss: str = 'smooth_l1',
-                 reg_weight: float = 1.0, reg_beta: float = 1.0, eps: float = 1e-12, init_cfg=None):
+                 reg_weight: float = 1.0, reg_beta: float = 1.0, roi_reg: bool = False,
+                 roi_head: str = 'roi_head', eps: float = 1e-12, init_cfg=None):
         if reg_loss not in ('smooth_l1', 'l1'):
             raise ValueError(f"MasKD: reg_loss must be 'smooth_l1' or 'l1', got {reg_loss!r}")
         student_recorders = {'neck': student_module}
@@ -385,6 +396,9 @@ class MasKD(BaseDistiller):
         if reg_module:
             student_recorders['reg'] = reg_module
             teacher_recorders['reg'] = reg_module
+        if roi_reg:
+            student_recorders['rois'] = dict(module=f'{roi_head}.bbox_roi_extractor', io='input')
+            student_recorders['roi_reg'] = f'{roi_head}.bbox_head.fc_reg'
         super().__init__(student_recorders, teacher_recorders, init_cfg=init_cfg)
         s_ch = _per_level(student_channels, num_levels, 'student channel counts', 'MasKD')
         t_ch = _per_level(teacher_channels, num_levels, 'teacher channel counts', 'MasKD')
@@ -394,6 +408,7 @@ class MasKD(BaseDistiller):
         self.custom_mask_warmup = int(custom_mask_warmup)
         self.reg_module = reg_module
         self.reg_loss, self.reg_weight, self.reg_beta = reg_loss, float(reg_weight), float(reg_beta)
+        self.roi_reg, self.roi_head = roi_reg, roi_head
         self.eps = float(eps)
         self.align = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in zip(s_ch, t_ch))
         self.mask_modules = build_mask_modules(t_ch, num_tokens, weight_mask)
@@ -444,10 +459,36 @@ class MasKD(BaseDistiller):
         return {f'reg{i}.loss_reg': self.reg_weight * reg_head_loss(s, t, self.reg_loss, self.reg_beta)
                 for i, (s, t) in enumerate(zip(s_calls, t_calls))}
 
+    @staticmethod
+    def teacher_roi_regression(teacher: nn.Module, features: Sequence[torch.Tensor], rois: torch.Tensor,
+                               roi_head: str = 'roi_head') -> torch.Tensor:
+        """The teacher's box regression ``[R, 4 * classes]`` on ``rois [R, 5]``, under ``no_grad``."""
+        head = teacher.get_submodule(roi_head)
+        with torch.no_grad():
+            extractor = head.bbox_roi_extractor
+            feats = extractor(tuple(features)[:extractor.num_inputs], rois.detach())
+            if getattr(head, 'with_shared_head', False):
+                feats = head.shared_head(feats)
+            _, bbox_pred = head.bbox_head(feats)
+        return bbox_pred.detach()
+
+    def roi_reg_losses(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        try:
+            rois = student.get_call('rois', 0)[1]
+            s_pred = student.get_call('roi_reg', 0)
+        except RecordError:  # no RoI reached the student's bbox head in this step
+            return {'roi_reg.loss_reg': student['neck'][0].sum() * 0.0}
+        if context.teacher is None:
+            raise RuntimeError('MasKD(roi_reg=True) needs context.teacher (DistillationModel sets it)')
+        t_pred = self.teacher_roi_regression(context.teacher, teacher['neck'], rois, self.roi_head)
+        return {'roi_reg.loss_reg': self.reg_weight * reg_head_loss(s_pred, t_pred, self.reg_loss, self.reg_beta)}
+
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         losses = self.mask_losses(student, teacher, context)
         if self.reg_module:
             losses.update(self.reg_losses(student, teacher))
+        if self.roi_reg:
+            losses.update(self.roi_reg_losses(student, teacher, context))
         return losses
 
 

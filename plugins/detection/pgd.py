@@ -50,9 +50,9 @@ level weights ``w_l = 1.0, 1.25, 1.5, 1.75, 2.0`` (P3 -> P7, cls fg/bg terms onl
 Supported heads (``head_type``; the teacher's raw predictions are recorded from its prediction
 layers because mmdet's ``_forward`` calls ``bbox_head.forward`` directly, which bypasses hooks):
 ``GFLHead`` (``gfl_cls``, ``scales.{l}``), ``ATSSHead`` (``atss_cls``, ``scales.{l}``; the
-centerness branch is not used, as in the official ATSS head), ``RetinaHead`` (``retina_cls``,
-``retina_reg``); other sigmoid anchor heads through ``teacher_pred_modules``. Anchor-free heads
-with point priors (FCOS, AutoAssign) are not supported.
+centerness branch is not used, as the official ATSS-IoU head does not use its IoU branch),
+``RetinaHead`` (``retina_cls``, ``retina_reg``); other sigmoid anchor heads through
+``teacher_pred_modules``. Anchor-free heads with point priors (FCOS, AutoAssign) are not supported.
 
 Deviations from the official code:
 
@@ -73,6 +73,9 @@ Deviations from the official code:
   batches of differently sized images have them) are excluded: weight 0, background 0. GT boxes
   to ignore are not supported (the official ``ignore_iof_thr`` is -1 in every config).
 - The five terms are returned separately (the official loss returns their sum per level).
+- Not applicable here (anchor-free heads are unsupported) but noted: the official anchor-free PGW
+  (``pgw_anchor_free.py``, ``get_back_weight_anchorfree``; FCOS, AutoAssign) reads the points as
+  ``(y, x)`` while mmdet's are ``(x, y)``, so its inside-GT test and background map are transposed.
 """
 from __future__ import annotations
 
@@ -112,12 +115,17 @@ def centres_inside(centres: Tensor, gt_boxes: Tensor) -> Tensor:
     return (x > gt_boxes[:, 0]) & (y > gt_boxes[:, 1]) & (x < gt_boxes[:, 2]) & (y < gt_boxes[:, 3])
 
 
+def score_and_iou(cls_logits: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+    """``sigmoid(cls[p, label_g])`` and ``IoU(box_p, gt_g)``, both ``[P, G]``."""
+    from mmdet.structures.bbox import bbox_overlaps
+    return cls_logits[:, gt_labels].sigmoid(), bbox_overlaps(boxes, gt_boxes)
+
+
 def prediction_quality(cls_logits: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
                        alpha: float) -> Tensor:
     """``sigmoid(cls[p, label_g])^(1 - alpha) * IoU(box_p, gt_g)^alpha``: ``[P, G]``."""
-    from mmdet.structures.bbox import bbox_overlaps
-    iou = bbox_overlaps(boxes, gt_boxes)
-    score = cls_logits[:, gt_labels].sigmoid()
+    score, iou = score_and_iou(cls_logits, boxes, gt_boxes, gt_labels)
     return score ** (1 - alpha) * iou ** alpha
 
 
@@ -218,10 +226,9 @@ def pgd_value_maps(head: Any, cls_preds: Sequence[Tensor], reg_preds: Sequence[T
         labels = gt_labels[i].to(device=device, dtype=torch.long).reshape(-1)
         v_centres = centres[valid]
         inside = centres_inside(v_centres, gts)
-        image_maps = []
-        for alpha in (alpha_cls, alpha_reg):
-            q = prediction_quality(logits[i][valid], boxes[i][valid], gts, labels, alpha)
-            image_maps.append(pgw_weights(v_centres, q, inside, topk, cov_eps))
+        score, iou = score_and_iou(logits[i][valid], boxes[i][valid], gts, labels)
+        image_maps = [pgw_weights(v_centres, score ** (1 - alpha) * iou ** alpha, inside, topk, cov_eps)
+                      for alpha in (alpha_cls, alpha_reg)]
         image_maps.append(background_weights(inside))
         for out, values in zip(maps, image_maps):
             full = values.new_zeros(centres.shape[0])

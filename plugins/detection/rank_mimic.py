@@ -28,8 +28,11 @@ none). The anchors keep their identity: the distributions are compared anchor by
 The prediction gap says *where* the student should imitate the teacher's features (the paper's
 motivation: locations where the predictions differ most); detaching it (``detach_prediction=True``,
 default) keeps PFI a feature-imitation loss whose weights are not themselves pushed down through
-the head. I could not read the paper's PDF here, so whether the official training detached it
-is not verified; ``detach_prediction=False`` lets the gradient flow through ``p_diff`` too.
+the head. The paper's PDF was not available when this was written, so whether the authors'
+training detached it is not verified; ``detach_prediction=False`` lets the gradient flow through
+``p_diff`` too (as the prototype does: it detaches nothing but the frozen teacher). A secondary
+summary of the paper writes the loss as ``sum (F_dif * P_dif)^2`` with ``P_dif = |P_t - P_s|``;
+the formula above is the prototype's, also not checked against the PDF.
 
 Defaults: ``rm_weight=4.0``, ``pfi_weight=1.5`` (the prototype's ``rm_pgfi`` config; RetinaNet R101 ->
 R50 2x, SGD lr 0.01), ``temperature=1.0`` (the prototype applies no temperature, SparseML's

@@ -43,7 +43,7 @@ test_pipeline = [
     dict(type='PackAVInputs'),
 ]
 __dataset = dict(type=dataset_type, data_root=data_root, ann_file='annotation.json', data_prefix=data_prefix,
-                clip_len=clip_len, fps=fps, generate=av_generate)
+                 clip_len=clip_len, fps=fps, generate=av_generate)
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),

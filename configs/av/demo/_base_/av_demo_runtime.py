@@ -1,6 +1,5 @@
 # CPU runtime of the av demos: Adam (the official optimizer, weight decay 5e-4) at a demo learning
 # rate, 30 epochs of 6 iterations, validation (video top-1 + retrieval) every 5 epochs.
-default_scope = 'kdtoolbox'
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=30, val_interval=5)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
