@@ -162,3 +162,20 @@ def test_resume_continues_exactly(tmp_path):
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+# --- bad input through tools/train.py: one message, non-zero exit, nothing but the log -------------
+@pytest.mark.parametrize('option, message', [
+    ('model.distiller.type=FitNt', r"distiller.type='FitNt': no distiller of that name.*\nDid you mean 'FitNet'"),
+    ('model.teacher_checkpoint=/nonexistent/teacher.pth', r"teacher_checkpoint: no checkpoint at '/nonexistent/teacher.pth'"),
+])
+def test_train_py_reports_a_config_error_in_one_message_and_writes_no_checkpoint(tmp_path, option, message):
+    work = tmp_path / 'work'
+    proc = subprocess.run([PYTHON, 'tools/train.py', DEMO_CFG, '--work-dir', str(work), '--cfg-options', option],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr  # one message; the traceback went to the log file
+    written = sorted(p.relative_to(work).as_posix() for p in work.rglob('*') if p.is_file())
+    assert all(p.endswith('.log') or p.endswith('vis_data/config.py') for p in written), written
+    assert any('Traceback' in (work / p).read_text() for p in written if p.endswith('.log'))

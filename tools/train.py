@@ -6,6 +6,7 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
@@ -27,6 +28,8 @@ def parse_args():
                         help='override config keys, e.g. train_cfg.max_iters=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of an error instead of its one-line message')
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -55,13 +58,37 @@ def build_cfg(args) -> Config:
     return cfg
 
 
-def main():
-    args = parse_args()
+def train(args) -> None:
     kdtoolbox.load_plugins()  # report broken plugins before the (long) model build
     cfg = build_cfg(args)
     prepare_distributed(cfg)  # gloo + a CPU-capable DDP wrapper when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+
+
+def main():
+    args = parse_args()
+    if args.debug:
+        return train(args)
+    try:
+        train(args)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  one message, the traceback in the log
+        report_error(exc)
+        sys.exit(1)
+
+
+def report_error(exc: BaseException) -> None:
+    """Print the error as one message (the config key / module / file it names), keep the
+    traceback in the run's log file when a logger exists."""
+    import traceback
+
+    from mmengine.logging import MMLogger
+    detail = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
+        MMLogger.get_current_instance().error(detail)
+    message = str(exc).strip() or type(exc).__name__
+    print(f'\nkdtoolbox train: {type(exc).__name__}: {message}\n(the traceback is in the log file; '
+          f'--debug shows it here)', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -33,8 +33,9 @@ Adam lr 0.01 wd 1e-3; Faster R-CNN SGD lr 0.1 (momentum 0.9, wd 1e-4).
 
 **Stage 2** (:class:`MasKD`, a distiller): the stage-1 mask modules are loaded strictly from
 ``tokens_checkpoint`` (the keys containing ``mask_modules.``, any prefix before it dropped, so
-the official released token files should load too: not verified offline) and frozen with ``requires_grad=False``: they get no
-gradient and the optimizer skips them, so no ``lr_mult=0`` paramwise trick is needed. Per level,
+the official released token files should load too: not verified offline) and frozen with
+``requires_grad=False``: they get no gradient and the optimizer skips them, so no ``lr_mult=0``
+paramwise trick is needed. Per level,
 with ``S`` the student feature after a 1x1 conv ``align`` (always present, as in the official
 ``align_module``, random PyTorch init; it also absorbs a student/teacher channel mismatch) and
 ``T`` the teacher's::
