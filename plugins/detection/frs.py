@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from kdtoolbox.adapters import ConvAdapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine.checks import require_same_num_classes
 
 _FPN5 = tuple(f'neck.fpn_convs.{i}.conv' for i in range(5))
 
@@ -145,6 +146,11 @@ class FRS(BaseDistiller):
         self.adapters = nn.ModuleList(
             ConvAdapter(s, t, kernel_size=adapter_kernel_size, relu=adapter_relu) for s, t in zip(s_ch, t_ch)
         ) if self.feat_weight > 0 else None
+
+    def check_models(self, student, teacher) -> None:
+        # the score masks and the BCE compare the two classifiers channel by channel
+        head = self.student_recorders['score'].rsplit('.', 1)[0]
+        require_same_num_classes(student, teacher, 'FRS', heads=(head,))
 
     def _scores(self, records: Records, owner: str) -> list[torch.Tensor]:
         calls = records.calls('score')

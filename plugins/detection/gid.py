@@ -75,6 +75,7 @@ from mmengine.structures import InstanceData
 
 from kdtoolbox.adapters import ConvAdapter, apply_adapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.engine.distiller import build_adapter
 from kdtoolbox.losses.relation import rkd_distance_loss
 from kdtoolbox.ops.roi_features import RoIFeatureExtractor, boxes_to_rois
@@ -239,6 +240,10 @@ class GID(BaseDistiller):
         return RoIFeatureExtractor(**cfg)
 
     # ------------------------------------------------------------------ model parts
+    def check_models(self, student, teacher) -> None:
+        # the response loss and the instance scores compare the two heads class by class
+        require_same_num_classes(student, teacher, 'GID', heads=(self.head,))
+
     def _head(self, model: Any, owner: str) -> Any:
         if model is None:
             raise ValueError(f'GID: the context carries no {owner} model (DistillationModel sets context.{owner})')

@@ -61,6 +61,7 @@ import torch.nn as nn
 
 from kdtoolbox.adapters import ConvAdapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.ops.dense_assign import assign_anchors_to_gts, levels_to_anchor_rows
 
 
@@ -167,6 +168,10 @@ class RankMimicPFI(BaseDistiller):
         ) if pfi and s_ch != t_ch else None
 
     # --- inputs ----------------------------------------------------------------------------
+    def check_models(self, student, teacher) -> None:
+        # RM compares the GT class's scores, PFI the class logits channel by channel
+        require_same_num_classes(student, teacher, type(self).__name__, heads=(self.head_path,))
+
     def _logits(self, records: Records, owner: str) -> list[torch.Tensor]:
         calls = records.calls('cls')
         if len(calls) < self.num_levels:
