@@ -455,3 +455,20 @@ def test_make_av_dataset_tool(tmp_path):
     assert 'training: 3 videos' in out.stdout and 'validation: 2 videos' in out.stdout
     assert gen.av_dataset_is_current(str(tmp_path / 't'), num_train=3, num_val=2, num_classes=2, num_frames=8,
                                      frame_size=16, num_mp4=0)
+
+
+def test_visual_pairs_share_appearance_and_differ_by_speed():
+    """Classes 0/1 (and 2/3) have the same mean colour; the odd one drifts 3x faster (bigger
+    frame-to-frame changes); class 2 has another colour. Independent of the renderer's formulas."""
+    def stats(label, seed):
+        f = gen.render_frames(label, 4, 16, 32, np.random.RandomState(seed), visual_pairs=True,
+                              visual_noise=0.0).astype(np.float64)
+        return f.mean(axis=(0, 1, 2)), np.abs(np.diff(f, axis=0)).mean()
+    c0, d0 = stats(0, 1)
+    c1, d1 = stats(1, 2)
+    c2, _ = stats(2, 3)
+    assert np.abs(c0 - c1).max() < 6 < np.abs(c0 - c2).max()
+    assert d1 > 1.8 * d0
+    distinct0, _ = stats(0, 1)
+    f_alone = gen.render_frames(1, 4, 16, 32, np.random.RandomState(2), visual_pairs=False, visual_noise=0.0)
+    assert np.abs(f_alone.astype(np.float64).mean(axis=(0, 1, 2)) - distinct0).max() > 6

@@ -25,6 +25,8 @@ HELP = {
     'noise_ratio': 'mixing weight of the irrelevant sound in a noisy track',
     'noisy_fraction': 'fraction of the videos whose audio is mixed with another class',
     'embed_dim': 'teacher embedding size', 'embed_noise': 'std of the Gaussian noise on the embeddings',
+    'visual_pairs': '1: classes 2j and 2j+1 look alike and differ by drift speed only; 0: all distinct',
+    'visual_noise': 'std of the Gaussian pixel noise',
     'num_mp4': 'mp4 files for the first videos of each split (needs PyAV)', 'seed': 'random seed'}
 
 

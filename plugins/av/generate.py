@@ -15,9 +15,15 @@ dataset classes (:class:`~kdtoolbox_plugins.av.datasets.AVFrameFolderDataset`,
     root/VERSION                                the generator's arguments (written last)
 
 Classes. Class ``k`` of ``K`` has
-  * a visual pattern: a sinusoidal grating at orientation ``theta_k = pi * k / K`` drifting with
-    temporal phase speed ``omega_k = (-1)^k * (1 + k % 3) * pi / 4`` per frame, tinted with the
-    class colour (hue ``k / K``), plus per-video random phase and Gaussian pixel noise (sigma 12);
+  * a visual pattern: a sinusoidal grating drifting over time, plus a per-video random phase and
+    Gaussian pixel noise (std ``visual_noise``). With ``visual_pairs=True`` (default) classes
+    ``2j`` and ``2j + 1`` share their appearance -- orientation ``theta = pi * j / A``, colour hue
+    ``j / A``, ``2 + j % 2`` cycles per frame (``A = ceil(K / 2)``) -- and differ only by the
+    drift speed, ``pi / 8`` (even k) or ``3 pi / 8`` (odd k) of phase per frame: a temporal cue
+    that flips and crops do not change, so the video task is harder than the audio one (where
+    every class has its own tone) and a teacher has something to add. With
+    ``visual_pairs=False`` every class has its own orientation ``pi k / K``, hue ``k / K`` and
+    speed ``(-1)^k (1 + k % 3) pi / 4``;
   * a class-relevant sound: a harmonic tone at ``f_k = 200 * 1.5^k`` Hz (harmonics 1..3 with
     amplitudes 1, 1/2, 1/3, those under 0.45 * sample_rate) under a pulsing envelope of
     ``2 + k`` Hz, with per-video frequency jitter of +-2 % and a random phase.
@@ -65,7 +71,7 @@ __all__ = ['make_av_dataset', 'av_dataset_is_current', 'av_marker', 'class_names
            'GENERATOR', 'FORMAT_VERSION']
 
 GENERATOR = 'kdtoolbox_plugins.av.generate'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER = 'VERSION'
 SPLITS = {'train': 'training', 'val': 'validation'}  # our split name -> the official subset name
 _SPLIT_CODE = {'train': 0, 'val': 1}
@@ -83,21 +89,26 @@ def _rng(seed: int, split: str, index: int) -> np.random.RandomState:
 
 
 # ------------------------------------------------------------------------------------ visual
-def render_frames(label: int, num_classes: int, num_frames: int, size: int,
-                  rng: np.random.RandomState) -> np.ndarray:
-    """The frames of one video: uint8 RGB ``[num_frames, size, size, 3]``."""
-    theta = np.pi * label / num_classes
-    omega = (-1) ** label * (1 + label % 3) * np.pi / 4
-    spatial_freq = 2.0 + (label % 2)  # cycles across the frame
+def render_frames(label: int, num_classes: int, num_frames: int, size: int, rng: np.random.RandomState,
+                  visual_pairs: bool = True, visual_noise: float = 12.0) -> np.ndarray:
+    """The frames of one video: uint8 RGB ``[num_frames, size, size, 3]`` (see the module docstring)."""
+    if visual_pairs:
+        appearance, num_appearances = label // 2, (num_classes + 1) // 2
+        omega = np.pi / 8 if label % 2 == 0 else 3 * np.pi / 8
+    else:
+        appearance, num_appearances = label, num_classes
+        omega = (-1) ** label * (1 + label % 3) * np.pi / 4
+    theta = np.pi * appearance / num_appearances
+    spatial_freq = 2.0 + (appearance % 2)  # cycles across the frame
     phase0 = rng.uniform(0, 2 * np.pi)
-    colour = np.array(colorsys.hsv_to_rgb(label / num_classes, 0.8, 1.0))
+    colour = np.array(colorsys.hsv_to_rgb(appearance / num_appearances, 0.8, 1.0))
     ys, xs = np.mgrid[0:size, 0:size] / size
     coord = xs * np.cos(theta) + ys * np.sin(theta)
     frames = np.empty((num_frames, size, size, 3), np.float64)
     for t in range(num_frames):
         wave_ = 0.5 + 0.5 * np.sin(2 * np.pi * spatial_freq * coord + omega * t + phase0)
         frames[t] = 40 + 180 * wave_[..., None] * colour[None, None, :]
-    frames += rng.normal(0, 12, frames.shape)
+    frames += rng.normal(0, visual_noise, frames.shape)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
@@ -168,12 +179,12 @@ def teacher_projection(seed: int, embed_dim: int, num_bands: int = NUM_BANDS) ->
 # ----------------------------------------------------------------------------------- one video
 def make_video(split: str, index: int, *, num_classes: int, num_frames: int, fps: int, frame_size: int,
                sample_rate: int, noise_ratio: float, noisy_fraction: float, embed_dim: int,
-               embed_noise: float, seed: int) -> dict:
+               embed_noise: float, seed: int, visual_pairs: int = 1, visual_noise: float = 12.0) -> dict:
     """Everything about one video: id, label, frames, waveform, teacher embedding, noise info."""
     rng = _rng(seed, split, index)
     label = index % num_classes
     names = class_names(num_classes)
-    frames = render_frames(label, num_classes, num_frames, frame_size, rng)
+    frames = render_frames(label, num_classes, num_frames, frame_size, rng, bool(visual_pairs), visual_noise)
     num_samples = int(round(num_frames / fps * sample_rate))
     audio = class_sound(label, num_samples, sample_rate, rng)
     noisy = bool(rng.uniform() < noisy_fraction) and num_classes > 1 and noise_ratio > 0
@@ -216,7 +227,7 @@ def av_marker(**args) -> dict:
 
 _DEFAULTS = dict(num_classes=4, num_train=48, num_val=16, num_frames=16, fps=8, frame_size=32,
                  sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=128, embed_noise=0.1,
-                 num_mp4=4, seed=0)
+                 visual_pairs=1, visual_noise=12.0, num_mp4=4, seed=0)
 
 
 def _normalise_args(**args) -> dict:
@@ -224,9 +235,10 @@ def _normalise_args(**args) -> dict:
     if unknown:
         raise TypeError(f'make_av_dataset: unknown arguments {sorted(unknown)} (allowed: {sorted(_DEFAULTS)})')
     out = dict(_DEFAULTS, **args)
-    for key in ('noise_ratio', 'noisy_fraction', 'embed_noise'):
+    floats = {'noise_ratio', 'noisy_fraction', 'embed_noise', 'visual_noise'}
+    for key in floats:
         out[key] = float(out[key])
-    for key in set(out) - {'noise_ratio', 'noisy_fraction', 'embed_noise'}:
+    for key in set(out) - floats:
         out[key] = int(out[key])
     return out
 
@@ -242,8 +254,8 @@ def _check_args(a: dict) -> None:
         raise ValueError(f"frame_size must be >= 8, got {a['frame_size']}")
     if not 0.0 <= a['noise_ratio'] <= 1.0 or not 0.0 <= a['noisy_fraction'] <= 1.0:
         raise ValueError('noise_ratio and noisy_fraction must lie in [0, 1]')
-    if a['embed_dim'] < 1 or a['embed_noise'] < 0:
-        raise ValueError('embed_dim must be >= 1 and embed_noise >= 0')
+    if a['embed_dim'] < 1 or a['embed_noise'] < 0 or a['visual_noise'] < 0:
+        raise ValueError('embed_dim must be >= 1, embed_noise and visual_noise >= 0')
 
 
 def _read_marker(root: str) -> Optional[dict]:
@@ -330,8 +342,8 @@ def make_av_dataset(root: str, force: bool = False, **args) -> str:
 
     Arguments (defaults): num_classes=4, num_train=48, num_val=16, num_frames=16, fps=8,
     frame_size=32, sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=128,
-    embed_noise=0.1, num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed),
-    seed=0. ``force`` regenerates even when current.
+    embed_noise=0.1, visual_pairs=1 (classes share appearance in pairs), visual_noise=12 (pixel
+    noise std), num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed), seed=0. ``force`` regenerates even when current.
     """
     a = _normalise_args(**args)
     _check_args(a)

@@ -1,6 +1,7 @@
 # The generated audio-visual dataset (kdtoolbox_plugins.av.generate; see plugins/av/generate.py):
 # 4 classes, 48 training / 16 validation videos of 16 frames at 8 fps (2 s), 32 x 32 px, 16 kHz wav
-# audio; each class has a drifting grating (orientation / colour / speed) and a harmonic tone; half of
+# audio; each class has a drifting grating and a harmonic tone -- classes 0/1 and 2/3 look alike
+# (same orientation and colour) and differ only by the drift speed, while each has its own tone; half of
 # the tracks mix in the tone of another class at weight 0.5 (the paper's noise experiment); the
 # teacher embeddings (audio_features/<id>.npy, 128-d) are a fixed random projection of the written
 # (so possibly noisy) track's log-spectrum plus N(0, 0.1^2) noise.
@@ -16,7 +17,7 @@ num_classes = 4
 embed_dim = 128  # the teacher embedding width = the demo student's feature width (MNF needs equal widths)
 av_generate = dict(num_classes=num_classes, num_train=48, num_val=16, num_frames=16, fps=8, frame_size=32,
                    sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=embed_dim,
-                   embed_noise=0.1, num_mp4=4, seed=0)
+                   embed_noise=0.1, visual_pairs=1, visual_noise=30.0, num_mp4=4, seed=0)
 clip_len = 8
 fps = 8
 crop_size = 32
