@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Union
+from typing import Union
 
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import torch
-import torch.nn as nn
 from mmengine.model import BaseModel
 
 from ..registry import DISTILLERS, MODELS

@@ -24,16 +24,17 @@ class _TeacherDone(Exception):
     """Raised by a hook once every recorded part of the teacher has run."""
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a work dir whose latest checkpoint (mmengine's ``last_checkpoint``) is used."""
+def resolve_checkpoint(path: str, key: str = 'teacher_checkpoint', hint: str = 'train the teacher first') -> str:
+    """A checkpoint file, or a work dir whose latest checkpoint (mmengine's ``last_checkpoint``) is
+    used; errors name the config ``key`` and say what to do (``hint``)."""
     if os.path.isdir(path):
         latest = find_latest_checkpoint(path)
         if latest is None:
-            raise FileNotFoundError(f'teacher_checkpoint: the directory {path!r} holds no checkpoint '
-                                    f'(no last_checkpoint file): train the teacher first')
+            raise FileNotFoundError(f'{key}: the directory {path!r} holds no checkpoint '
+                                    f'(no last_checkpoint file): {hint}')
         return latest
     if '://' not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f'teacher_checkpoint: no checkpoint at {path!r}')
+        raise FileNotFoundError(f'{key}: no checkpoint at {path!r} ({hint})')
     return path
 
 

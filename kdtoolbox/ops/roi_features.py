@@ -148,3 +148,22 @@ def boxes_to_rois(boxes: Sequence[Union[torch.Tensor, object]],
     if not kept:
         return torch.zeros(0, 5)
     return bbox2roi(kept)
+
+
+def roi_head_predictions(detector: nn.Module, features: Sequence[torch.Tensor], rois: torch.Tensor,
+                         roi_head: str = 'roi_head') -> tuple[torch.Tensor, torch.Tensor]:
+    """A two-stage detector's box-head outputs on given RoIs, under ``no_grad``.
+
+    ``features``: the detector's FPN levels; ``rois [R, 5]`` (batch index, x1, y1, x2, y2). Runs the
+    detector's own ``bbox_roi_extractor`` (on its first ``num_inputs`` levels), shared head if any,
+    and ``bbox_head``; returns ``(cls_score [R, classes + 1], bbox_pred [R, 4 * classes])`` detached.
+    Used to run a teacher's RoI head on the student's RoIs (DeFeat's RoI KL, MasKD's RoI regression).
+    """
+    head = detector.get_submodule(roi_head)
+    with torch.no_grad():
+        extractor = head.bbox_roi_extractor
+        feats = extractor(tuple(features)[:extractor.num_inputs], rois.detach())
+        if getattr(head, 'with_shared_head', False):
+            feats = head.shared_head(feats)
+        cls_score, bbox_pred = head.bbox_head(feats)
+    return cls_score.detach(), bbox_pred.detach()

@@ -50,6 +50,7 @@ from kdtoolbox.adapters import ConvAdapter
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records, RecordError
 from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.ops.imitation_masks import find_prior_generator, gt_bboxes_from_samples, gt_level_masks
+from kdtoolbox.ops.roi_features import roi_head_predictions
 
 
 def decoupled_feature_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
@@ -175,14 +176,7 @@ class DeFeat(BaseDistiller):
     def teacher_roi_logits(teacher: nn.Module, features: Sequence[torch.Tensor], rois: torch.Tensor,
                            roi_head: str = 'roi_head') -> torch.Tensor:
         """The teacher's classification logits on ``rois`` ``[R, 5]``, under ``no_grad``."""
-        head = teacher.get_submodule(roi_head)
-        with torch.no_grad():
-            extractor = head.bbox_roi_extractor
-            feats = extractor(tuple(features)[:extractor.num_inputs], rois.detach())
-            if getattr(head, 'with_shared_head', False):
-                feats = head.shared_head(feats)
-            cls_score, _ = head.bbox_head(feats)
-        return cls_score.detach()
+        return roi_head_predictions(teacher, features, rois, roi_head)[0]
 
     def roi_losses(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         try:

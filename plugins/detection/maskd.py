@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -92,11 +91,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
-from mmengine.runner import CheckpointLoader, find_latest_checkpoint
+from mmengine.runner import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from kdtoolbox.engine import BaseDistiller, DistillContext, RecordError, Records
-from kdtoolbox.engine.teacher import build_teacher
+from kdtoolbox.engine.teacher import build_teacher, resolve_checkpoint
+from kdtoolbox.ops.roi_features import roi_head_predictions
 
 TOKEN_PREFIX = 'mask_modules.'
 
@@ -220,16 +220,7 @@ def build_mask_modules(channels: Sequence[int], num_tokens: int, weight_mask: bo
 # ------------------------------------------------------------------------------------ token I/O
 def resolve_tokens_checkpoint(path: str) -> str:
     """A file, a URL, or a work dir whose latest checkpoint is used."""
-    if os.path.isdir(path):
-        latest = find_latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f'tokens_checkpoint: the directory {path!r} holds no checkpoint '
-                                    f'(no last_checkpoint file): run stage 1 (MasKDTokenLearner) first')
-        return latest
-    if '://' not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f'tokens_checkpoint: no checkpoint at {path!r} (run stage 1, '
-                                f'MasKDTokenLearner, first)')
-    return path
+    return resolve_checkpoint(path, key='tokens_checkpoint', hint='run stage 1 (MasKDTokenLearner) first')
 
 
 def token_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -464,14 +455,7 @@ class MasKD(BaseDistiller):
     def teacher_roi_regression(teacher: nn.Module, features: Sequence[torch.Tensor], rois: torch.Tensor,
                                roi_head: str = 'roi_head') -> torch.Tensor:
         """The teacher's box regression ``[R, 4 * classes]`` on ``rois [R, 5]``, under ``no_grad``."""
-        head = teacher.get_submodule(roi_head)
-        with torch.no_grad():
-            extractor = head.bbox_roi_extractor
-            feats = extractor(tuple(features)[:extractor.num_inputs], rois.detach())
-            if getattr(head, 'with_shared_head', False):
-                feats = head.shared_head(feats)
-            _, bbox_pred = head.bbox_head(feats)
-        return bbox_pred.detach()
+        return roi_head_predictions(teacher, features, rois, roi_head)[1]
 
     def roi_reg_losses(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         try:

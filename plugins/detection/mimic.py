@@ -68,10 +68,9 @@ Config::
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
-import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmdet.structures.bbox import get_box_tensor
 
