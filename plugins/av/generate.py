@@ -343,7 +343,8 @@ def make_av_dataset(root: str, force: bool = False, **args) -> str:
     Arguments (defaults): num_classes=4, num_train=48, num_val=16, num_frames=16, fps=8,
     frame_size=32, sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=128,
     embed_noise=0.1, visual_pairs=1 (classes share appearance in pairs), visual_noise=12 (pixel
-    noise std), num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed), seed=0. ``force`` regenerates even when current.
+    noise std), num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed),
+    seed=0. ``force`` regenerates even when current.
     """
     a = _normalise_args(**args)
     _check_args(a)
