@@ -310,7 +310,7 @@ def test_gfl_decodes_each_level_with_its_own_stride():
     """A distribution peaked at bin 2 on every side: the box is the centre +- 2 * stride on every
     level (the official code decodes all levels with one stride, that of the level index = image
     index)."""
-    from kdtoolbox_plugins.detection.pgd import decode_dense_predictions
+    from kdtoolbox.ops.dense_assign import decode_dense_predictions
     head = build_head('gfl')
     sizes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
     cls = [torch.zeros(2, 3, h, w) for h, w in sizes]

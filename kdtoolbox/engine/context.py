@@ -7,6 +7,17 @@ from typing import Any, Optional, Sequence
 import torch
 
 
+def runner_counters() -> tuple[int, int]:
+    """``(iteration, epoch)`` of the running mmengine runner (0-based, from its MessageHub); (0, 0)
+    outside a runner."""
+    try:
+        from mmengine.logging import MessageHub
+        hub = MessageHub.get_current_instance()
+        return int(hub.get_info('iter', 0) or 0), int(hub.get_info('epoch', 0) or 0)
+    except Exception:  # noqa: BLE001  (no runner: counters stay 0)
+        return 0, 0
+
+
 @dataclass
 class DistillContext:
     """Per-step information handed to every distiller and to losses that ask for ``context``.
@@ -50,13 +61,6 @@ class DistillContext:
                 shape = tuple(int(s) for s in meta['batch_input_shape'])
         if shape is None and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             shape = tuple(inputs.shape[-2:])
-        iteration, epoch = 0, 0
-        try:
-            from mmengine.logging import MessageHub
-            hub = MessageHub.get_current_instance()
-            iteration = int(hub.get_info('iter', 0) or 0)
-            epoch = int(hub.get_info('epoch', 0) or 0)
-        except Exception:  # noqa: BLE001  (no runner: counters stay 0)
-            pass
+        iteration, epoch = runner_counters()
         return cls(data_samples=data_samples, inputs=inputs, batch_input_shape=shape,
                    iteration=iteration, epoch=epoch)

@@ -20,20 +20,13 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from .context import runner_counters
+
 POLICIES = ('raise', 'skip')
 
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss is NaN or Inf."""
-
-
-def _counters() -> tuple[int, int]:
-    try:
-        from mmengine.logging import MessageHub
-        hub = MessageHub.get_current_instance()
-        return int(hub.get_info('iter', 0) or 0), int(hub.get_info('epoch', 0) or 0)
-    except Exception:  # noqa: BLE001  (no runner)
-        return 0, 0
 
 
 def nonfinite_terms(log_vars: dict) -> list[str]:
@@ -62,7 +55,7 @@ def check_losses(log_vars: dict, policy: str, device: Optional[torch.device] = N
     skip = _any_rank(bool(bad), device or torch.device('cpu'))
     if not skip:
         return False
-    iteration, epoch = _counters()
+    iteration, epoch = runner_counters()
     where = f'iteration {iteration + 1} (epoch {epoch + 1})'
     if policy == 'raise':
         detail = ', '.join(f'{k} = {log_vars[k].item()}' for k in bad) if bad else 'a loss on another rank'

@@ -26,7 +26,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ['levels_to_anchor_rows', 'build_head_assigner', 'assign_anchors_to_gts']
+__all__ = ['levels_to_anchor_rows', 'box_centres', 'decode_dense_predictions', 'build_head_assigner',
+           'assign_anchors_to_gts']
 
 
 def levels_to_anchor_rows(mlvl: Sequence[Tensor], channels: int) -> Tensor:
@@ -38,6 +39,45 @@ def levels_to_anchor_rows(mlvl: Sequence[Tensor], channels: int) -> Tensor:
                              f'expected [N, A * {channels}, H, W]')
         rows.append(t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, channels))
     return torch.cat(rows, dim=1)
+
+
+def box_centres(priors: Tensor) -> Tensor:
+    """Centres ``[P, 2]`` (x, y) of xyxy priors ``[P, 4]``."""
+    return torch.stack(((priors[:, 0] + priors[:, 2]) / 2, (priors[:, 1] + priors[:, 3]) / 2), dim=1)
+
+
+def decode_dense_predictions(head: Any, cls_preds: Sequence[Tensor], reg_preds: Sequence[Tensor],
+                             where: str = 'decode_dense_predictions') -> tuple[list[Tensor], Tensor, Tensor]:
+    """An anchor head's raw outputs decoded with its own prior generator and box coder.
+
+    ``cls_preds`` / ``reg_preds``: per level ``[N, A * C, H_l, W_l]`` / ``[N, A * R, H_l, W_l]``.
+    Returns the priors of every level ``[H_l W_l A, 4]`` and, all levels concatenated in mmdet's
+    anchor order, the class logits ``[N, P, C]`` and the decoded xyxy boxes ``[N, P, 4]`` (float32).
+    GFL-style heads (an ``integral`` over ``reg_max + 1`` bins per side) decode distances from the
+    anchor centres in units of each level's stride; other heads decode ``bbox_coder`` deltas.
+    """
+    sizes = [tuple(p.shape[-2:]) for p in cls_preds]
+    device = cls_preds[0].device
+    priors = head.prior_generator.grid_priors(sizes, dtype=torch.float32, device=device)
+    if priors[0].shape[-1] != 4:
+        raise TypeError(f'{where}: {type(head).__name__} has point priors: only anchor-based heads '
+                        f'(GFLHead, ATSSHead, RetinaHead, ...) are supported')
+    n = cls_preds[0].shape[0]
+    logits = levels_to_anchor_rows([p.float() for p in cls_preds], head.cls_out_channels)
+    boxes = []
+    integral = getattr(head, 'integral', None)
+    for level, (anchors, reg) in enumerate(zip(priors, reg_preds)):
+        if integral is not None:  # GFL: a distribution per side, integrated, in stride units
+            bins = 4 * (head.reg_max + 1)
+            stride = head.prior_generator.strides[level][0]
+            dist = integral(levels_to_anchor_rows([reg.float()], bins).reshape(-1, bins))
+            level_boxes = head.bbox_coder.decode(box_centres(anchors).repeat(n, 1), dist * stride)
+        else:
+            size = head.bbox_coder.encode_size
+            deltas = levels_to_anchor_rows([reg.float()], size).reshape(-1, size)
+            level_boxes = head.bbox_coder.decode(anchors.repeat(n, 1), deltas)
+        boxes.append(getattr(level_boxes, 'tensor', level_boxes).reshape(n, -1, 4))
+    return priors, logits, torch.cat(boxes, dim=1)
 
 
 def build_head_assigner(head: Any, assigner: Optional[Any] = None, where: str = 'head') -> Any:

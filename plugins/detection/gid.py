@@ -70,7 +70,6 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmcv.ops import nms
-from mmdet.structures.bbox import get_box_tensor
 from mmengine.structures import InstanceData
 
 from kdtoolbox.adapters import ConvAdapter, apply_adapter
@@ -78,31 +77,12 @@ from kdtoolbox.engine import BaseDistiller, DistillContext, Records
 from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.engine.distiller import build_adapter
 from kdtoolbox.losses.relation import rkd_distance_loss
+from kdtoolbox.ops.dense_assign import decode_dense_predictions, levels_to_anchor_rows
 from kdtoolbox.ops.roi_features import RoIFeatureExtractor, boxes_to_rois
 
 #: Detectron2's ROIAlignV2 10x10, sampling 2 over P3-P7 with its canonical level rule
 DEFAULT_ROI_EXTRACTOR = dict(roi_layer=dict(type='RoIAlign', output_size=10, sampling_ratio=2, aligned=True),
                              featmap_strides=[8, 16, 32, 64, 128], finest_scale=112)
-
-
-# --------------------------------------------------------------------------- head outputs
-def flatten_levels(levels: Sequence[torch.Tensor], channels: int, what: str) -> torch.Tensor:
-    """Per-level head outputs ``[B, A_l * channels, H, W]`` -> ``[B, sum_l H W A_l, channels]``
-    in mmdet's prior order (h, w, anchor)."""
-    out = []
-    for i, x in enumerate(levels):
-        if x.dim() != 4 or x.shape[1] % channels:
-            raise ValueError(f'GID: {what} level {i} has shape {tuple(x.shape)}, expected '
-                             f'[B, num_anchors * {channels}, H, W]')
-        out.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, channels))
-    return torch.cat(out, dim=1)
-
-
-def decode_boxes(head: Any, anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """``[B, A, 4]`` boxes from ``anchors [A, 4]`` and ``deltas [B, A, 4]`` with ``head.bbox_coder``."""
-    num, count = deltas.shape[:2]
-    flat = head.bbox_coder.decode(anchors.repeat(num, 1), deltas.reshape(num * count, -1))
-    return get_box_tensor(flat).reshape(num, count, 4)
 
 
 # --------------------------------------------------------------------------- GISM
@@ -280,8 +260,8 @@ class GID(BaseDistiller):
             raise ValueError(f'GID: the {owner} head ran its cls / reg convs {len(cls_levels)} / '
                              f'{len(reg_levels)} times for {levels} anchor levels (one call per level expected)')
         sizes = [tuple(x.shape[-2:]) for x in cls_levels]
-        cls = flatten_levels(cls_levels, head.cls_out_channels, f'{owner} cls')
-        reg = flatten_levels(reg_levels, 4, f'{owner} reg')
+        cls = levels_to_anchor_rows(cls_levels, head.cls_out_channels)
+        reg = levels_to_anchor_rows(reg_levels, 4)
         if cls.shape[1] != reg.shape[1]:
             raise ValueError(f'GID: the {owner} head gives {cls.shape[1]} cls and {reg.shape[1]} reg anchors')
         return sizes, cls, reg
@@ -327,11 +307,10 @@ class GID(BaseDistiller):
             raise ValueError(f'GID: student and teacher predictions differ (levels {sizes} vs {t_sizes}, cls '
                              f'{tuple(s_cls.shape)} vs {tuple(t_cls.shape)}): same anchors and classes needed')
         device = s_cls.device
-        s_anchors = torch.cat(s_head.prior_generator.grid_priors(sizes, device=device))
-        t_anchors = torch.cat(t_head.prior_generator.grid_priors(sizes, device=device))
-        with torch.no_grad():
-            s_boxes = decode_boxes(s_head, s_anchors, s_reg.detach())
-            t_boxes = decode_boxes(t_head, t_anchors, t_reg.detach())
+        with torch.no_grad():  # each model's boxes through its own priors and box coder
+            s_priors, _, s_boxes = decode_dense_predictions(s_head, student.calls('cls'), student.calls('reg'), 'GID')
+            _, _, t_boxes = decode_dense_predictions(t_head, teacher.calls('cls'), teacher.calls('reg'), 'GID')
+        s_anchors = torch.cat(s_priors)
         img_shapes = [s.metainfo.get('img_shape') for s in samples]
         instances = self.general_instances(t_cls, s_cls, t_boxes, s_boxes, img_shapes)
         rois = boxes_to_rois(instances).to(device)

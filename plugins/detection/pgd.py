@@ -86,6 +86,7 @@ from torch import Tensor
 
 from kdtoolbox.engine import BaseDistiller, DistillContext, Records
 from kdtoolbox.ops.attention import pixel_channel_attention, spatial_attention
+from kdtoolbox.ops.dense_assign import box_centres, decode_dense_predictions
 from kdtoolbox.ops.imitation_masks import gt_bboxes_from_samples
 
 #: the official jitter U(-0.05, 0.05) has variance 0.1^2 / 12 per coordinate
@@ -104,11 +105,6 @@ LEVEL_WEIGHTS = (1.0, 1.25, 1.5, 1.75, 2.0)
 
 
 # --------------------------------------------------------------------- prediction-guided weights
-def box_centres(priors: Tensor) -> Tensor:
-    """Centres ``[P, 2]`` (x, y) of xyxy priors ``[P, 4]``."""
-    return torch.stack(((priors[:, 0] + priors[:, 2]) / 2, (priors[:, 1] + priors[:, 3]) / 2), dim=1)
-
-
 def centres_inside(centres: Tensor, gt_boxes: Tensor) -> Tensor:
     """``[P, G]`` bool: centre ``p`` strictly inside box ``g``."""
     x, y = centres[:, 0:1], centres[:, 1:2]
@@ -162,41 +158,6 @@ def background_weights(inside: Tensor) -> Tensor:
     return (~inside.any(dim=1)).to(torch.float32)
 
 
-# --------------------------------------------------------------------- teacher predictions
-def _flat(pred: Tensor, channels: int) -> Tensor:
-    """``[N, A * channels, H, W]`` -> ``[N, H * W * A, channels]`` (mmdet's prior order)."""
-    n = pred.shape[0]
-    return pred.permute(0, 2, 3, 1).reshape(n, -1, channels)
-
-
-def decode_dense_predictions(head: Any, cls_preds: Sequence[Tensor], reg_preds: Sequence[Tensor]
-                             ) -> tuple[list[Tensor], Tensor, Tensor]:
-    """The priors of every level ``[H_l W_l A, 4]``, and, all levels concatenated, the class logits
-    ``[N, P, C]`` and the decoded xyxy boxes ``[N, P, 4]`` of a dense head's raw outputs."""
-    sizes = [tuple(p.shape[-2:]) for p in cls_preds]
-    device = cls_preds[0].device
-    priors = head.prior_generator.grid_priors(sizes, dtype=torch.float32, device=device)
-    if priors[0].shape[-1] != 4:
-        raise TypeError(f'PGD: {type(head).__name__} has point priors: only anchor-based heads '
-                        f'(GFLHead, ATSSHead, RetinaHead, ...) are supported')
-    n = cls_preds[0].shape[0]
-    channels = head.cls_out_channels
-    logits = torch.cat([_flat(p.float(), channels) for p in cls_preds], dim=1)
-    boxes = []
-    integral = getattr(head, 'integral', None)
-    for level, (anchors, reg) in enumerate(zip(priors, reg_preds)):
-        if integral is not None:  # GFL: a distribution per side, integrated, in stride units
-            stride = head.prior_generator.strides[level][0]
-            dist = integral(_flat(reg.float(), 4 * (head.reg_max + 1)).reshape(-1, 4 * (head.reg_max + 1)))
-            centres = box_centres(anchors).repeat(n, 1)
-            level_boxes = head.bbox_coder.decode(centres, dist * stride)
-        else:
-            deltas = _flat(reg.float(), head.bbox_coder.encode_size).reshape(-1, head.bbox_coder.encode_size)
-            level_boxes = head.bbox_coder.decode(anchors.repeat(n, 1), deltas)
-        boxes.append(getattr(level_boxes, 'tensor', level_boxes).reshape(n, -1, 4))
-    return priors, logits, torch.cat(boxes, dim=1)
-
-
 @torch.no_grad()
 def pgd_value_maps(head: Any, cls_preds: Sequence[Tensor], reg_preds: Sequence[Tensor],
                    gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor],
@@ -212,7 +173,7 @@ def pgd_value_maps(head: Any, cls_preds: Sequence[Tensor], reg_preds: Sequence[T
         pad_shapes: per image, the padded image size: priors beyond it get no weight (None: all
             priors are valid).
     """
-    priors, logits, boxes = decode_dense_predictions(head, cls_preds, reg_preds)
+    priors, logits, boxes = decode_dense_predictions(head, cls_preds, reg_preds, where='PGD')
     sizes = [tuple(p.shape[-2:]) for p in cls_preds]
     counts = [a.shape[0] for a in priors]
     centres = box_centres(torch.cat(priors))
