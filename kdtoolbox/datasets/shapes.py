@@ -31,21 +31,17 @@ on first use; configs name it ``type='kdtoolbox.ShapesDataset'`` (see
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
-import warnings
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
 from mmdet.datasets import CocoDataset
-from mmengine.logging import print_log
 
 from ..registry import DATASETS
+from .generated import MARKER, generate_once, is_current
 
 __all__ = ['CLASSES', 'PALETTE', 'FORMAT_VERSION', 'make_shapes_dataset', 'shapes_dataset_is_current',
            'shapes_marker', 'ShapesDataset']
@@ -54,7 +50,6 @@ CLASSES = ('circle', 'square', 'triangle')
 PALETTE = [(220, 20, 60), (0, 130, 230), (20, 170, 60)]
 # Bump when the drawing changes, so datasets written by an older generator are regenerated.
 FORMAT_VERSION = 1
-MARKER = 'VERSION'
 GENERATOR = 'kdtoolbox.datasets.shapes'
 SPLITS = ('train', 'val')
 _SPLIT_CODE = {'train': 0, 'val': 1}
@@ -182,30 +177,21 @@ def _paths(root: str) -> dict[str, str]:
             'marker': osp.join(root, MARKER)}
 
 
-def _read_marker(root: str) -> Optional[dict]:
-    """The marker of a folder this generator wrote, else None."""
-    try:
-        with open(osp.join(root, MARKER)) as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get('generator') == GENERATOR else None
+def _splits_complete(root: str, num_train: int, num_val: int) -> bool:
+    paths = _paths(root)
+    for split, count in (('train', num_train), ('val', num_val)):
+        if not osp.isfile(paths[f'{split}_ann']) or not osp.isdir(paths[f'{split}_img_dir']):
+            return False
+        if sum(n.endswith('.png') for n in os.listdir(paths[f'{split}_img_dir'])) != count:
+            return False
+    return True
 
 
 def shapes_dataset_is_current(root: str, **args) -> bool:
     """True if ``root`` holds a complete dataset generated with exactly these arguments."""
-    root = osp.abspath(root)
     marker = shapes_marker(**args)
-    if _read_marker(root) != marker:
-        return False
-    paths = _paths(root)
-    counts = {'train': marker['args']['num_train'], 'val': marker['args']['num_val']}
-    for split in SPLITS:
-        if not osp.isfile(paths[f'{split}_ann']) or not osp.isdir(paths[f'{split}_img_dir']):
-            return False
-        if sum(n.endswith('.png') for n in os.listdir(paths[f'{split}_img_dir'])) != counts[split]:
-            return False
-    return True
+    a = marker['args']
+    return is_current(osp.abspath(root), marker, lambda r: _splits_complete(r, a['num_train'], a['num_val']))
 
 
 def _write_split(folder: str, split: str, num: int, img_size: int, seed: int, max_shapes: int) -> None:
@@ -232,23 +218,6 @@ def _write_split(folder: str, split: str, num: int, img_size: int, seed: int, ma
         json.dump(coco, f, sort_keys=True, separators=(',', ':'))
 
 
-@contextlib.contextmanager
-def _locked(root: str) -> Iterator[None]:
-    """An exclusive lock on ``<parent>/.<name>.lock`` (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover (not Linux/macOS)
-        yield
-        return
-    parent, name = osp.split(root)
-    with open(osp.join(parent, f'.{name}.lock'), 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def make_shapes_dataset(root: str, num_train: int = 64, num_val: int = 16, img_size: int = 256,
                         seed: int = 0, max_shapes: int = 4, force: bool = False) -> dict[str, str]:
     """Write the shapes dataset under ``root`` unless it is already there with the same arguments.
@@ -262,47 +231,16 @@ def make_shapes_dataset(root: str, num_train: int = 64, num_val: int = 16, img_s
         raise ValueError(f'img_size must be >= 16, got {img_size}')
     if max_shapes < 1:
         raise ValueError(f'max_shapes must be >= 1, got {max_shapes}')
-    args = dict(num_train=num_train, num_val=num_val, img_size=img_size, seed=seed, max_shapes=max_shapes)
+    marker = shapes_marker(num_train, num_val, img_size, seed, max_shapes)
     root = osp.abspath(root)
-    paths = _paths(root)
-    if not force and shapes_dataset_is_current(root, **args):
-        return paths
-    parent, name = osp.split(root)
-    os.makedirs(parent, exist_ok=True)
-    with _locked(root):
-        if not force and shapes_dataset_is_current(root, **args):
-            return paths  # another process generated it while we waited for the lock
-        if osp.exists(root) and _read_marker(root) is None and (not osp.isdir(root) or os.listdir(root)):
-            raise FileExistsError(f'{root} exists and is not a generated shapes dataset (no {MARKER} '
-                                  f'file written by {GENERATOR}); refusing to overwrite it: choose '
-                                  f'another root or remove it')
-        # Leftovers of a crashed generation (we hold the lock: nobody else is writing them).
-        for entry in os.listdir(parent):
-            if entry.startswith((f'.{name}.tmp-', f'.{name}.old-')):
-                shutil.rmtree(osp.join(parent, entry), ignore_errors=True)
-        if osp.exists(root) and _read_marker(root) is not None:
-            warnings.warn(f'regenerating the shapes dataset in {root}: it was generated with '
-                          f'{_read_marker(root).get("args")}, now {args}', stacklevel=2)
-        print_log(f'generating the shapes dataset in {root} ({args})', logger='current')
-        tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
-        try:
-            for split, num in (('train', num_train), ('val', num_val)):
-                _write_split(tmp, split, num, img_size, seed, max_shapes)
-            with open(osp.join(tmp, MARKER), 'w') as f:  # last: its presence means complete
-                json.dump(shapes_marker(**args), f, sort_keys=True, indent=1)
-                f.write('\n')
-            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-            if osp.exists(root):
-                old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
-                os.rename(root, osp.join(old, name))
-                os.rename(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, root)
-        finally:
-            if osp.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-    return paths
+
+    def write(folder: str) -> None:
+        for split, num in (('train', num_train), ('val', num_val)):
+            _write_split(folder, split, num, img_size, seed, max_shapes)
+
+    generate_once(root, marker, lambda r: _splits_complete(r, num_train, num_val), write,
+                  'shapes dataset', force=force)
+    return _paths(root)
 
 
 def _root_from_ann_file(ann_file: str) -> Optional[str]:

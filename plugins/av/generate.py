@@ -54,17 +54,15 @@ never deleted (error instead).
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import csv
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 import wave
-from typing import Iterator, Optional
 
 import numpy as np
+
+from kdtoolbox.datasets.generated import generate_once, is_current
 
 __all__ = ['make_av_dataset', 'av_dataset_is_current', 'av_marker', 'class_names', 'render_frames',
            'class_sound', 'spectrum_bands', 'teacher_projection', 'read_wav', 'write_wav',
@@ -72,7 +70,6 @@ __all__ = ['make_av_dataset', 'av_dataset_is_current', 'av_marker', 'class_names
 
 GENERATOR = 'kdtoolbox_plugins.av.generate'
 FORMAT_VERSION = 2
-MARKER = 'VERSION'
 SPLITS = {'train': 'training', 'val': 'validation'}  # our split name -> the official subset name
 _SPLIT_CODE = {'train': 0, 'val': 1}
 NUM_BANDS = 64
@@ -258,40 +255,15 @@ def _check_args(a: dict) -> None:
         raise ValueError('embed_dim must be >= 1, embed_noise and visual_noise >= 0')
 
 
-def _read_marker(root: str) -> Optional[dict]:
-    try:
-        with open(osp.join(root, MARKER)) as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get('generator') == GENERATOR else None
-
-
-def av_dataset_is_current(root: str, **args) -> bool:
-    """True if ``root`` holds a complete dataset generated with exactly these arguments."""
-    root = osp.abspath(root)
-    marker = av_marker(**args)
-    if _read_marker(root) != marker:
-        return False
-    a = marker['args']
+def _complete(root: str, a: dict) -> bool:
     return (osp.isfile(osp.join(root, 'annotation.json')) and osp.isdir(osp.join(root, 'frames'))
             and len(os.listdir(osp.join(root, 'frames'))) == a['num_train'] + a['num_val'])
 
 
-@contextlib.contextmanager
-def _locked(root: str) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    parent, name = osp.split(root)
-    with open(osp.join(parent, f'.{name}.lock'), 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def av_dataset_is_current(root: str, **args) -> bool:
+    """True if ``root`` holds a complete dataset generated with exactly these arguments."""
+    marker = av_marker(**args)
+    return is_current(osp.abspath(root), marker, lambda r: _complete(r, marker['args']))
 
 
 def _write_all(folder: str, a: dict) -> None:
@@ -349,34 +321,6 @@ def make_av_dataset(root: str, force: bool = False, **args) -> str:
     a = _normalise_args(**args)
     _check_args(a)
     root = osp.abspath(root)
-    if not force and av_dataset_is_current(root, **a):
-        return root
-    parent, name = osp.split(root)
-    os.makedirs(parent, exist_ok=True)
-    with _locked(root):
-        if not force and av_dataset_is_current(root, **a):
-            return root
-        if osp.exists(root) and _read_marker(root) is None and (not osp.isdir(root) or os.listdir(root)):
-            raise FileExistsError(f'{root} exists and is not a generated audio-visual dataset (no {MARKER} '
-                                  f'file written by {GENERATOR}); refusing to overwrite it')
-        for entry in os.listdir(parent):
-            if entry.startswith((f'.{name}.tmp-', f'.{name}.old-')):
-                shutil.rmtree(osp.join(parent, entry), ignore_errors=True)
-        tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
-        try:
-            _write_all(tmp, a)
-            with open(osp.join(tmp, MARKER), 'w') as f:
-                json.dump(av_marker(**a), f, sort_keys=True, indent=1)
-                f.write('\n')
-            os.chmod(tmp, 0o755)
-            if osp.exists(root):
-                old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
-                os.rename(root, osp.join(old, name))
-                os.rename(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, root)
-        finally:
-            if osp.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+    generate_once(root, av_marker(**a), lambda r: _complete(r, a), lambda folder: _write_all(folder, a),
+                  'audio-visual dataset', force=force)
     return root
