@@ -161,3 +161,36 @@ def test_package_config_paths_resolve_with_their_scope():
     cfg = model_config('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'teacher')
     assert cfg['type'] == 'RetinaNet' and cfg['_scope_'] == 'mmdet'
     assert cfg['backbone']['depth'] == 50
+
+
+def test_teacher_preprocessor_teacher_runs_its_own_preprocessing_on_the_same_raw_batch():
+    """teacher_preprocessor='teacher': the teacher's own DetDataPreprocessor (no normalisation, no
+    BGR->RGB) makes its batch from the raw images; the student's normalises."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    teacher = retinanet_cfg(34)
+    teacher['data_preprocessor'] = dict(type='DetDataPreprocessor', mean=[0., 0., 0.], std=[1., 1., 1.],
+                                        bgr_to_rgb=False, pad_size_divisor=32)
+    model = MODELS.build(distill_model_cfg(fitnet_cfg(), teacher=teacher, teacher_preprocessor='teacher'))
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 96, 120), dtype=torch.uint8)
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 120), ori_shape=(96, 120), scale_factor=(1., 1.)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 10., 50., 60.]]), labels=torch.tensor([1]))
+    seen = {}
+    model.teacher.backbone.register_forward_pre_hook(lambda m, a: seen.__setitem__('teacher', a[0]))
+    model.student.backbone.register_forward_pre_hook(lambda m, a: seen.__setitem__('student', a[0]))
+    batch = model.preprocess(dict(inputs=[image], data_samples=[sample]), True)
+    losses = model(**batch, mode='loss')
+    assert torch.equal(seen['teacher'][0, :, :96, :120], image.float())  # raw, not normalised
+    assert seen['teacher'].shape[-2:] == seen['student'].shape[-2:] == (96, 128)
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    assert torch.allclose(seen['student'][0, :, :96, :120], (image.flip(0).float() - mean) / std, atol=1e-5)
+    # each side has its own data samples (preprocessors write into them)
+    assert batch['data_samples'][0] is not batch['teacher_batch']['data_samples'][0]
+    assert all(torch.isfinite(v).all() for k, v in losses.items() if k.startswith('distill.'))
+
+
+def test_teacher_preprocessor_is_checked():
+    with pytest.raises(ValueError, match="teacher_preprocessor must be one of"):
+        build(teacher_preprocessor='own')

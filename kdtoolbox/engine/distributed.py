@@ -36,7 +36,7 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
         if policy is None:
             return super().train_step(data, optim_wrapper)
         with optim_wrapper.optim_context(self):
-            data = self.module.data_preprocessor(data, training=True)
+            data = self.module.preprocess(data, training=True)
             losses = self._run_forward(data, mode='loss')
         parsed_loss, log_vars = self.module.parse_losses(losses)
         return guarded_update(parsed_loss, log_vars, optim_wrapper, policy)

@@ -15,6 +15,7 @@ parts), not seen by DDP or the optimizer, but it follows ``.to()`` / ``.cuda()``
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional, Union
 
 import torch
@@ -26,6 +27,9 @@ from .context import DistillContext
 from .guards import POLICIES, guarded_update
 from .recorder import Recorder
 from .teacher import TeacherRunner, build_teacher
+
+#: who preprocesses the teacher's batch: the student's preprocessor, or the teacher's own
+TEACHER_PREPROCESSORS = ('student', 'teacher')
 
 
 def _to_fp32(value: Any) -> Any:
@@ -54,6 +58,10 @@ class DistillationModel(BaseModel):
         teacher_mode: the mode of the teacher's forward ('tensor' or 'loss').
         truncate_teacher: stop the teacher after its last recorded top-level module.
         data_preprocessor: defaults to the student's own.
+        teacher_preprocessor: which data preprocessor makes the teacher's batch. ``'student'``
+            (default): the teacher gets the student's preprocessed batch. ``'teacher'``: the
+            teacher's own (from its config, e.g. its own voxel size and point-cloud range, or its
+            own normalisation) runs on the same raw batch, so both see the same augmented data.
         nonfinite_loss: 'raise' (stop with the loss and iteration named) or 'skip' (no update for
             that step) when a training loss is NaN/Inf; see :mod:`kdtoolbox.engine.guards`.
     """
@@ -62,9 +70,13 @@ class DistillationModel(BaseModel):
                  teacher_checkpoint: Optional[str] = None, teacher_strict: bool = True,
                  teacher_mode: str = 'tensor', truncate_teacher: bool = True,
                  data_preprocessor: Optional[dict] = None, nonfinite_loss: str = 'raise',
-                 init_cfg: Optional[dict] = None):
+                 teacher_preprocessor: str = 'student', init_cfg: Optional[dict] = None):
         if nonfinite_loss not in POLICIES:
             raise ValueError(f'DistillationModel: nonfinite_loss must be one of {POLICIES}, got {nonfinite_loss!r}')
+        if teacher_preprocessor not in TEACHER_PREPROCESSORS:
+            raise ValueError(f'DistillationModel: teacher_preprocessor must be one of {TEACHER_PREPROCESSORS}, '
+                             f'got {teacher_preprocessor!r}')
+        self.teacher_preprocessor = teacher_preprocessor
         student_model = build_model(student, 'student')
         if data_preprocessor is None:
             data_preprocessor = getattr(student_model, 'data_preprocessor', None)
@@ -74,6 +86,9 @@ class DistillationModel(BaseModel):
         self.distiller = DISTILLERS.build(distiller, where='distiller')
         # Outside the module tree on purpose (see the module docstring).
         object.__setattr__(self, 'teacher', build_teacher(teacher, teacher_checkpoint, teacher_strict))
+        if teacher_preprocessor == 'teacher' and getattr(self.teacher, 'data_preprocessor', None) is None:
+            raise ValueError("DistillationModel: teacher_preprocessor='teacher' but the teacher model "
+                             'has no data_preprocessor (set one in the teacher config)')
         self.distiller.check_models(self.student, self.teacher)
         self.student_recorder = Recorder(self.student, self.distiller.student_recorders, 'student')
         teacher_recorder = Recorder(self.teacher, self.distiller.teacher_recorders, 'teacher')
@@ -87,6 +102,13 @@ class DistillationModel(BaseModel):
         self.teacher._apply(fn)
         return self
 
+    def _set_device(self, device: torch.device) -> None:
+        # BaseModel.to()/cuda() tell the data preprocessors in the module tree their device; the
+        # teacher's own preprocessor (teacher_preprocessor='teacher') is outside that tree.
+        super()._set_device(device)
+        if hasattr(self.teacher, '_set_device'):
+            self.teacher._set_device(device)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()
@@ -95,24 +117,48 @@ class DistillationModel(BaseModel):
     # --- one training step, guarded against non-finite losses ----------------------------------
     def train_step(self, data: Any, optim_wrapper) -> dict:
         with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
+            data = self.preprocess(data, True)
             losses = self._run_forward(data, mode='loss')
         parsed_loss, log_vars = self.parse_losses(losses)
         return guarded_update(parsed_loss, log_vars, optim_wrapper, self.nonfinite_loss)
 
+    def preprocess(self, data: dict, training: bool = True) -> dict:
+        """The student's preprocessed batch (``inputs``, ``data_samples``), plus ``teacher_batch``
+        (the teacher's own preprocessing of the same raw batch) when ``teacher_preprocessor='teacher'``.
+
+        The teacher's preprocessor runs first, on copies of the data samples: preprocessors write
+        into them (batch shapes, voxel maps), and the student's must not see the teacher's values.
+        """
+        if self.teacher_preprocessor != 'teacher':
+            return self.data_preprocessor(data, training)
+        teacher_data = dict(data)
+        if 'data_samples' in data:
+            teacher_data['data_samples'] = copy.deepcopy(data['data_samples'])
+        with torch.no_grad():
+            teacher_batch = self.teacher.data_preprocessor(teacher_data, training)
+        student_batch = self.data_preprocessor(data, training)
+        return dict(student_batch, teacher_batch=teacher_batch)
+
     # --- forward -----------------------------------------------------------------------------
-    def forward(self, inputs: Any, data_samples: Optional[list] = None, mode: str = 'tensor'):
+    def forward(self, inputs: Any, data_samples: Optional[list] = None, mode: str = 'tensor',
+                teacher_batch: Optional[dict] = None):
         if mode == 'loss':
-            return self.loss(inputs, data_samples)
+            return self.loss(inputs, data_samples, teacher_batch)
         if mode in ('predict', 'tensor'):
             return self.student(inputs, data_samples, mode=mode)
         raise ValueError(f"DistillationModel: invalid mode {mode!r}: expected 'loss', 'predict' or 'tensor'")
 
-    def loss(self, inputs: Any, data_samples: Optional[list] = None) -> dict:
+    def loss(self, inputs: Any, data_samples: Optional[list] = None,
+             teacher_batch: Optional[dict] = None) -> dict:
+        """Student losses plus ``distill.*`` losses. ``teacher_batch``: the teacher's own
+        preprocessed batch (see :meth:`preprocess`); None: the teacher sees ``inputs``."""
         scale = float(self.distill_loss_scale)
         if scale == 0.0:  # distillation switched off (warm-up / stopped): the student alone
             return self.student.loss(inputs, data_samples)
-        teacher_records = self.teacher_runner(inputs, data_samples)
+        if teacher_batch is None:
+            teacher_records = self.teacher_runner(inputs, data_samples)
+        else:
+            teacher_records = self.teacher_runner(teacher_batch['inputs'], teacher_batch.get('data_samples'))
         with self.student_recorder:
             losses = dict(self.student.loss(inputs, data_samples))
         context = DistillContext.from_batch(inputs, data_samples)
