@@ -1,0 +1,1 @@
+"""The built-in BEV / LiDAR / cross-modal 3D plugin (mmdet3d, spconv)."""
