@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 import kdtoolbox
 from kdtoolbox.engine.distributed import prepare_distributed
+from kdtoolbox.engine.preflight import add_preflight_hook
 from kdtoolbox.engine.safe_checkpoint import make_resumable
 
 
@@ -49,6 +50,7 @@ def build_cfg(args) -> Config:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     make_resumable(cfg)  # atomic checkpoints (old ones removed after the new one is saved), RNG states saved
+    add_preflight_hook(cfg)  # one batch through teacher and student before the first iteration
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
