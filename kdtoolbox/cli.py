@@ -1,4 +1,9 @@
-"""The ``kdtoolbox`` command: ``plugins list``, ``plugins doctor``, ``export-student``."""
+"""The ``kdtoolbox`` command: ``plugins list``, ``plugins doctor``, ``export-student``, ``visualize``.
+
+Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments and sets ``func``
+(a function ``args -> exit code``); :func:`build_parser` calls them in order. A new subcommand
+(e.g. ``benchmark``) adds one such function and one line there.
+"""
 from __future__ import annotations
 
 import argparse
@@ -31,18 +36,53 @@ def _export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='kdtoolbox', description=__doc__)
-    sub = parser.add_subparsers(dest='command', required=True)
+def _visualize(args) -> int:
+    from .visualize import visualize
+    entries = visualize(args.config, args.image, args.out, teacher_checkpoint=args.teacher_checkpoint,
+                        checkpoint=args.checkpoint, ann=args.ann, index=args.index, cfg_options=args.cfg_options)
+    print(f'wrote {len(entries)} map(s) to {args.out} (index.html, index.json)')
+    return 0
+
+
+def _add_plugins(sub) -> None:
     plugins = sub.add_parser('plugins', help='inspect installed plugins')
     psub = plugins.add_subparsers(dest='plugins_command', required=True)
     psub.add_parser('list', help='each plugin with its package, version and components').set_defaults(func=_plugins_list)
     psub.add_parser('doctor', help='plugins that failed to load, with causes').set_defaults(func=_plugins_doctor)
+
+
+def _add_export(sub) -> None:
     exp = sub.add_parser('export-student', help='write a plain mmdet/mmdet3d checkpoint of the student')
     exp.add_argument('checkpoint', help='a DistillationModel checkpoint')
     exp.add_argument('out', help='the student checkpoint to write (.pth)')
     exp.add_argument('--config', help='the distillation config: also write the student config next to OUT')
     exp.set_defaults(func=_export)
+
+
+def _add_visualize(sub) -> None:
+    from mmengine.config import DictAction
+    vis = sub.add_parser('visualize', help="draw a distiller's masks and attention maps for one image (PNGs)")
+    vis.add_argument('config', help='a distillation config')
+    vis.add_argument('image', nargs='?', help='an image file (or use --index)')
+    vis.add_argument('--out', required=True, help='the folder to write the PNGs, index.json and index.html to')
+    vis.add_argument('--ann', help="a COCO json with the image's boxes (default: the config's train annotations)")
+    vis.add_argument('--index', type=int, help='use item N of the train data set instead of an image (BEV inputs)')
+    vis.add_argument('--teacher-checkpoint', help="override model.teacher_checkpoint ('none': random teacher)")
+    vis.add_argument('--checkpoint', help='a training checkpoint (or work dir): its student and distiller weights')
+    vis.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    vis.set_defaults(func=_visualize)
+
+
+#: the subcommands, in the order ``kdtoolbox --help`` lists them
+SUBCOMMANDS = (_add_plugins, _add_export, _add_visualize)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='kdtoolbox', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

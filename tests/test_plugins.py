@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from kdtoolbox.plugins import PluginLoadError, PluginWarning, load_plugins, rese
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'plugins'
+EXAMPLE = REPO / 'examples' / 'kdtoolbox-example-plugin'  # the README's "Write a plugin" package
 
 GOOD = 'kdtb_good'  # entry-point names, as declared in the fixtures' pyproject.toml
 # entry-point name -> (distribution name, version, what its failure must say)
@@ -75,13 +77,15 @@ class _Background:
             self.proc.wait()
 
 
-def _pip_install(target: Path, packages: list[str], scratch: Path) -> None:
-    """Install fixture packages into ``target`` with real pip. It builds from copies in ``scratch``,
-    so that the in-tree build (no isolation) leaves no build/ or *.egg-info in the repository."""
+def _pip_install(target: Path, packages: list, scratch: Path) -> None:
+    """Install packages (fixture names, or package folders) into ``target`` with real pip. It builds
+    from copies in ``scratch``, so that the in-tree build (no isolation) leaves no build/ or
+    *.egg-info in the repository."""
     sources = []
-    for name in packages:
-        shutil.copytree(FIXTURES / name, scratch / name)
-        sources.append(str(scratch / name))
+    for package in packages:
+        source = Path(package) if isinstance(package, Path) else FIXTURES / package
+        shutil.copytree(source, scratch / source.name)
+        sources.append(str(scratch / source.name))
     cmd = [sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '--no-index',
            '--disable-pip-version-check', '--no-cache-dir', '--quiet', '--target', str(target), *sources]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -499,3 +503,59 @@ def test_cli_doctor_exits_0_with_only_good_plugins(installed):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ', 0 failed, 0 disabled' in proc.stdout.splitlines()[0], proc.stdout
 
+
+
+# --- the README's example plugin (examples/kdtoolbox-example-plugin) ---------------------------------
+
+@pytest.fixture(scope='module')
+def example_plugin(tmp_path_factory):
+    root = tmp_path_factory.mktemp('example_plugin')
+    _pip_install(root / 'site', [EXAMPLE], root / 'src')
+    assert (root / 'site' / 'kdtoolbox_example_plugin' / 'plugin.py').exists()
+    assert (root / 'site' / 'kdtoolbox_example_plugin-0.1.0.dist-info').is_dir()
+    return root / 'site'
+
+
+def test_the_readme_shows_the_example_plugin_file_for_file():
+    readme = (REPO / 'README.md').read_text()
+    for name in ('pyproject.toml', 'kdtoolbox_example_plugin/distiller.py', 'kdtoolbox_example_plugin/plugin.py'):
+        text = (EXAMPLE / name).read_text().strip()
+        assert text in readme, f'README.md does not show examples/kdtoolbox-example-plugin/{name} as it is'
+
+
+@pytest.fixture
+def example_visible(example_plugin, monkeypatch):
+    yield from _visible(example_plugin, monkeypatch)
+    for name in [m for m in sys.modules if m.split('.')[0] == 'kdtoolbox_example_plugin']:
+        del sys.modules[name]
+
+
+def test_the_example_plugin_installed_by_pip_registers_its_distiller(example_visible):
+    info = load_plugins()['example']
+    assert (info.status, info.package, info.version) == ('loaded', 'kdtoolbox-example-plugin', '0.1.0'), info
+    assert info.components == [('distiller', 'NeckL1')]
+    model = _build_distillation_model(dict(type='NeckL1', student_channels=S_CH, teacher_channels=T_CH))
+    model.train()
+    inputs, samples = _batch(model)
+    losses, seen = _loss_with_neck_outputs(model, inputs, samples)
+    conv = model.distiller.adapter
+    expected = (F.conv2d(seen['student'][0], conv.weight, conv.bias) - seen['teacher'][0]).abs().mean()
+    torch.testing.assert_close(losses['distill.p0.loss_l1'], expected)
+    assert losses['distill.p0.loss_l1'].item() > 0
+
+
+@pytest.mark.slow
+def test_the_example_plugin_trains_by_name_through_tools_train(example_plugin, tmp_path):
+    from test_train_e2e import data_options
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KDTOOLBOX_')}
+    env['PYTHONPATH'] = str(example_plugin)
+    work = tmp_path / 'work'
+    proc = subprocess.run([sys.executable, 'tools/train.py', 'tests/fixtures/configs/example_plugin_shapes.py',
+                           '--work-dir', str(work), '--cfg-options', 'model.teacher_checkpoint=None',
+                           'train_cfg.max_epochs=1', *data_options(tmp_path / 'shapes')],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*distill\.p0\.loss_l1: [0-9.]+', out), out[-4000:]
+    saved = torch.load(work / 'epoch_1.pth', map_location='cpu')
+    assert saved['meta']['iter'] == 2 and 'distiller.adapter.weight' in saved['state_dict']

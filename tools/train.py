@@ -2,6 +2,7 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG NUM_PROCS [args...]    (launcher: pytorch, through torchrun)
+    bash tools/slurm_train.sh PARTITION JOB CONFIG NUM_PROCS [args...]   (launcher: slurm, srun)
 """
 import argparse
 import os
@@ -13,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import kdtoolbox
+from kdtoolbox.engine.amp import configure_amp
 from kdtoolbox.engine.distributed import prepare_distributed
 from kdtoolbox.engine.preflight import add_preflight_hook
 from kdtoolbox.engine.safe_checkpoint import make_resumable
@@ -22,7 +24,12 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector, with or without distillation')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: on CUDA fp16 autocast with a dynamic loss scale (mmengine '
+                             'AmpOptimWrapper); on CPU bf16 autocast, no loss scale '
+                             '(kdtoolbox.AutocastOptimWrapper). The teacher follows the student\'s '
+                             'autocast (model.teacher_autocast=False keeps it fp32); distillation '
+                             'losses are computed in fp32')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir if no path')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -47,8 +54,7 @@ def build_cfg(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        configure_amp(cfg)
     make_resumable(cfg)  # atomic checkpoints (old ones removed after the new one is saved), RNG states saved
     add_preflight_hook(cfg)  # one batch through teacher and student before the first iteration
     if args.resume == 'auto':
@@ -63,7 +69,7 @@ def build_cfg(args) -> Config:
 def train(args) -> None:
     kdtoolbox.load_plugins()  # report broken plugins before the (long) model build
     cfg = build_cfg(args)
-    prepare_distributed(cfg)  # gloo + a CPU-capable DDP wrapper when there is no CUDA
+    prepare_distributed(cfg)  # kdtoolbox's DDP wrapper; gloo init when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

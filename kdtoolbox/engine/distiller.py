@@ -46,7 +46,29 @@ class BaseDistiller(BaseModule):
             and ``io``); see :class:`kdtoolbox.engine.recorder.RecordSpec`.
         teacher_recorders: the same for the teacher. The teacher runs only as far as the last of
             its top-level modules that hold a recorded module.
+
+    Optional methods a distiller may override (all have working defaults):
+
+    - :meth:`check_models`: refuse a student/teacher pair when the model is built;
+    - :meth:`feature_pairs`: which student and teacher features must meet (same shape after the
+      distiller's adapters). The preflight check (:mod:`kdtoolbox.engine.preflight`) runs one
+      training batch before the first iteration; when the distiller fails on it, the pairs whose
+      shapes do not meet are named with both shapes and what to add;
+    - :meth:`visual_maps`: the maps ``tools/visualize.py`` draws, with this convention:
+
+      * ``'NAME' -> Tensor [H, W] or [B, H, W]``: a map (a mask, an attention). When the model's
+        input is an image batch and NAME does not start with ``'bev/'``, the map covers the padded
+        batch input (``context.batch_input_shape``, like an FPN grid) and is drawn over the image,
+        upsampled with nearest; otherwise (``'bev/...'``, or point-cloud / multi-view inputs) it is
+        drawn on its own as a heatmap, row 0 at the top.
+      * ``'NAME.points' -> Tensor [P, 2]`` (x = column, y = row, in cells of the map ``NAME``;
+        the first image) or ``[P, 3]`` (batch index, x, y): points (e.g. BEV keypoints, box
+        centres) drawn as dots over the map ``NAME``.
     """
+
+    #: record names ('student.NAME' / 'teacher.NAME') that may legitimately stay empty on a batch
+    #: (e.g. the RoI head's inputs when no RoI was sampled): the preflight check does not require them
+    optional_records: tuple = ()
 
     def __init__(self, student_recorders: Optional[Mapping[str, Any]] = None,
                  teacher_recorders: Optional[Mapping[str, Any]] = None,
@@ -62,6 +84,107 @@ class BaseDistiller(BaseModule):
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict[str, torch.Tensor]:
         """Return losses keyed ``'<name>.loss_<what>'`` (the model prefixes ``distill.``)."""
         raise NotImplementedError
+
+    def feature_pairs(self, student: Records, teacher: Records) -> list['FeaturePair']:
+        """The student/teacher features that must meet, from one forward's records.
+
+        Default: every record name declared on both sides; a tensor value is one pair, a
+        tuple/list of tensors (FPN levels) one pair per level (as many as both sides have),
+        without adapters. Override to add the distiller's adapters (``FeaturePair.student_adapter``)
+        or to leave out records that are not compared element-wise.
+        """
+        pairs = []
+        for name in self.student_recorders:
+            if name not in self.teacher_recorders:
+                continue
+            s, t = student.get_call(name, 0), teacher.get_call(name, 0)
+            pairs.extend(FeaturePair.from_values(name, name, s, t))
+        return pairs
+
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict[str, torch.Tensor]:
+        """Maps worth looking at (masks, attention), keyed by name; see the class docstring for
+        the convention. Default: none."""
+        return {}
+
+
+def _shape(value: Any) -> tuple:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+
+
+@dataclass
+class FeaturePair:
+    """A student feature that has to meet a teacher feature (same shape, batch aside), after the
+    optional adapters.
+
+    Attributes:
+        student_name, teacher_name: how the two features are named in messages
+            (``"'features'[2]"``).
+        student, teacher: the recorded tensors ``[N, C, ...]``.
+        student_adapter, teacher_adapter: modules applied to each side first (or None);
+            ``student_adapter_key`` / ``teacher_adapter_key`` name them in the config.
+        where: the config key of the consumer (``'distiller.losses.p3'``), or ''.
+    """
+    student_name: str
+    teacher_name: str
+    student: torch.Tensor
+    teacher: torch.Tensor
+    student_adapter: Optional[nn.Module] = None
+    teacher_adapter: Optional[nn.Module] = None
+    student_adapter_key: str = ''
+    teacher_adapter_key: str = ''
+    where: str = ''
+
+    @classmethod
+    def from_values(cls, student_name: str, teacher_name: str, s: Any, t: Any, **kwargs) -> list['FeaturePair']:
+        """One pair for two tensors, one per level for two tuples/lists of tensors, none otherwise."""
+        if isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor):
+            return [cls(repr(student_name), repr(teacher_name), s, t, **kwargs)]
+        if isinstance(s, (list, tuple)) and isinstance(t, (list, tuple)):
+            return [cls(f'{student_name!r}[{i}]', f'{teacher_name!r}[{i}]', a, b, **kwargs)
+                    for i, (a, b) in enumerate(zip(s, t))
+                    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)]
+        return []
+
+    def problem(self) -> Optional[str]:
+        """None when the two sides meet; else what differs, both shapes named, and what to add."""
+        where = f'{self.where}: ' if self.where else ''
+        s_desc = f'student {self.student_name} {_shape(self.student)}'
+        t_desc = f'teacher {self.teacher_name} {_shape(self.teacher)}'
+        s, t = self.student, self.teacher
+        with torch.no_grad():
+            for side, adapter, key in (('student', self.student_adapter, self.student_adapter_key),
+                                       ('teacher', self.teacher_adapter, self.teacher_adapter_key)):
+                if adapter is None:
+                    continue
+                value, other = (s, t) if side == 'student' else (t, s)
+                try:
+                    value = apply_adapter(adapter, value, other)
+                except Exception as exc:  # noqa: BLE001  (the adapter does not fit the feature)
+                    return (f'{where}{s_desc} vs {t_desc}: the {side} adapter {key or type(adapter).__name__} '
+                            f'cannot take the {side} feature ({type(exc).__name__}: {exc}); set its input '
+                            f'channels to {_shape(value)[1] if len(_shape(value)) > 1 else "?"}')
+                if side == 'student':
+                    s_desc += f' -> {key or type(adapter).__name__} -> {_shape(value)}'
+                    s = value
+                else:
+                    t_desc += f' -> {key or type(adapter).__name__} -> {_shape(value)}'
+                    t = value
+        ss, ts = _shape(s), _shape(t)
+        if ss[1:] == ts[1:]:
+            return None
+        if len(ss) != len(ts) or len(ss) < 2:
+            return f'{where}{s_desc} and {t_desc} differ in rank: record comparable tensors'
+        fixes = []
+        if ss[1] != ts[1]:
+            fixes.append(f'they differ in channels ({ss[1]} vs {ts[1]}): add a channel adapter '
+                         f'(e.g. dict(type=\'ConvAdapter\', in_channels={ss[1]}, out_channels={ts[1]}) in '
+                         f'distiller.adapters, or the distiller\'s student_channels={ss[1]} / '
+                         f'teacher_channels={ts[1]})')
+        if ss[2:] != ts[2:]:
+            fixes.append(f'they differ in size ({"x".join(map(str, ss[2:]))} vs {"x".join(map(str, ts[2:]))}): '
+                         f'add dict(type=\'ResizeAdapter\') after the student\'s adapter, or record '
+                         f'modules of the same stride')
+        return f'{where}{s_desc} and {t_desc} do not meet: ' + '; '.join(fixes)
 
 
 @dataclass(frozen=True)
@@ -144,6 +267,31 @@ class ConfigurableDistiller(BaseDistiller):
         if ref.index is not None:
             value = value[ref.index]
         return value
+
+    def feature_pairs(self, student: Records, teacher: Records) -> list[FeaturePair]:
+        """One pair per loss with exactly one student and one teacher input, through its adapters."""
+        pairs = []
+        for name, refs in self.loss_inputs.items():
+            s_refs = [r for r in refs.values() if r.source == 'student']
+            t_refs = [r for r in refs.values() if r.source == 'teacher']
+            if len(s_refs) != 1 or len(t_refs) != 1:
+                continue
+            s_ref, t_ref = s_refs[0], t_refs[0]
+            s_val, t_val = self._raw(s_ref, student, teacher), self._raw(t_ref, student, teacher)
+            if not (isinstance(s_val, torch.Tensor) and isinstance(t_val, torch.Tensor)):
+                continue
+
+            def label(ref):
+                return repr(ref.record) + (f'[{ref.index}]' if ref.index is not None else '') + \
+                    (f' (call {ref.call})' if ref.call else '')
+            pairs.append(FeaturePair(
+                label(s_ref), label(t_ref), s_val, t_val,
+                student_adapter=self.adapters[s_ref.adapter] if s_ref.adapter else None,
+                teacher_adapter=self.adapters[t_ref.adapter] if t_ref.adapter else None,
+                student_adapter_key=f'distiller.adapters.{s_ref.adapter}' if s_ref.adapter else '',
+                teacher_adapter_key=f'distiller.adapters.{t_ref.adapter}' if t_ref.adapter else '',
+                where=f'distiller.losses.{name}'))
+        return pairs
 
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

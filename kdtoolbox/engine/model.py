@@ -19,6 +19,7 @@ import copy
 from typing import Any, Optional, Union
 
 import torch
+import torch.distributed as dist
 from mmengine.model import BaseModel
 
 from ..registry import DISTILLERS, MODELS
@@ -26,7 +27,7 @@ from .builder import build_model
 from .context import DistillContext
 from .guards import POLICIES, guarded_update
 from .recorder import Recorder
-from .teacher import TeacherRunner, build_teacher
+from .teacher import TeacherRunner, build_teacher, input_device_type
 
 #: who preprocesses the teacher's batch: the student's preprocessor, or the teacher's own
 TEACHER_PREPROCESSORS = ('student', 'teacher')
@@ -64,13 +65,18 @@ class DistillationModel(BaseModel):
             own normalisation) runs on the same raw batch, so both see the same augmented data.
         nonfinite_loss: 'raise' (stop with the loss and iteration named) or 'skip' (no update for
             that step) when a training loss is NaN/Inf; see :mod:`kdtoolbox.engine.guards`.
+        teacher_autocast: the teacher's precision under mixed precision. None (default): the
+            student's autocast context (``--amp``: bf16 on CPU, fp16 on CUDA); False: fp32 even
+            under ``--amp``; True / 'bfloat16' / 'float16': autocast even when the student trains
+            in fp32. The records reach the distiller in fp32 whatever this is.
     """
 
     def __init__(self, student: Union[dict, str], teacher: Union[dict, str], distiller: dict,
                  teacher_checkpoint: Optional[str] = None, teacher_strict: bool = True,
                  teacher_mode: str = 'tensor', truncate_teacher: bool = True,
                  data_preprocessor: Optional[dict] = None, nonfinite_loss: str = 'raise',
-                 teacher_preprocessor: str = 'student', init_cfg: Optional[dict] = None):
+                 teacher_preprocessor: str = 'student', teacher_autocast: Union[None, bool, str] = None,
+                 init_cfg: Optional[dict] = None):
         if nonfinite_loss not in POLICIES:
             raise ValueError(f'DistillationModel: nonfinite_loss must be one of {POLICIES}, got {nonfinite_loss!r}')
         if teacher_preprocessor not in TEACHER_PREPROCESSORS:
@@ -92,7 +98,8 @@ class DistillationModel(BaseModel):
         self.distiller.check_models(self.student, self.teacher)
         self.student_recorder = Recorder(self.student, self.distiller.student_recorders, 'student')
         teacher_recorder = Recorder(self.teacher, self.distiller.teacher_recorders, 'teacher')
-        self.teacher_runner = TeacherRunner(self.teacher, teacher_recorder, teacher_mode, truncate_teacher)
+        self.teacher_runner = TeacherRunner(self.teacher, teacher_recorder, teacher_mode, truncate_teacher,
+                                            autocast=teacher_autocast)
         #: multiplies every distillation loss; 0 skips the teacher pass entirely
         self.distill_loss_scale = 1.0
 
@@ -154,7 +161,7 @@ class DistillationModel(BaseModel):
         preprocessed batch (see :meth:`preprocess`); None: the teacher sees ``inputs``."""
         scale = float(self.distill_loss_scale)
         if scale == 0.0:  # distillation switched off (warm-up / stopped): the student alone
-            return self.student.loss(inputs, data_samples)
+            return self._touch_distiller(dict(self.student.loss(inputs, data_samples)))
         if teacher_batch is None:
             teacher_records = self.teacher_runner(inputs, data_samples)
         else:
@@ -164,8 +171,8 @@ class DistillationModel(BaseModel):
         context = DistillContext.from_batch(inputs, data_samples)
         context.student, context.teacher = self.student, self.teacher
         student_records = self.student_recorder.records()
-        device_type = inputs.device.type if isinstance(inputs, torch.Tensor) else 'cpu'
-        with torch.autocast(device_type=device_type, enabled=False):
+        # fp32, autocast off: sum-reduced feature losses over large maps overflow fp16
+        with torch.autocast(device_type=input_device_type(inputs), enabled=False):
             distill_losses = self.distiller(student_records.with_transform(_to_fp32),
                                             teacher_records.with_transform(_to_fp32), context)
         self.student_recorder.clear()
@@ -175,4 +182,16 @@ class DistillationModel(BaseModel):
             if full_key in losses:
                 raise KeyError(f'distiller output {full_key!r} collides with a student loss')
             losses[full_key] = value * scale if 'loss' in key else value
+        return self._touch_distiller(losses)
+
+    def _touch_distiller(self, losses: dict) -> dict:
+        """Under DDP (world size > 1), add ``distill.loss_ddp_zero`` = 0 x (every trainable
+        distiller parameter), so that DDP's reducer sees all of them in every step (warm-up steps
+        with the distiller off, a term a batch does not produce) and ``find_unused_parameters``
+        can stay False. It adds exact zeros to the gradients; single-process runs skip it."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return losses
+        params = [p for p in self.distiller.parameters() if p.requires_grad]
+        if params:
+            losses['distill.loss_ddp_zero'] = sum(p.sum() for p in params) * 0.0
         return losses

@@ -2,13 +2,21 @@
 
 Truncation: the teacher's forward is stopped right after the last of its top-level submodules
 that holds a recorded module has returned (raising :class:`_TeacherDone` from a forward hook),
-so e.g. a teacher whose neck is recorded never runs its head.
+so e.g. a teacher whose neck is recorded never runs its head (``tools/benchmark.py`` prints the
+truncated and the full teacher forward side by side).
+
+Mixed precision: the teacher runs in the caller's autocast context (the student's, under
+``--amp``) unless ``autocast`` says otherwise: ``False`` runs it in fp32, ``'bfloat16'`` /
+``'float16'`` / ``True`` (the device's default: bf16 on CPU, fp16 on CUDA) run it under autocast
+even when the student trains in fp32 (a cheaper teacher). Its records are cast to fp32 before the
+distiller sees them (DistillationModel).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from contextlib import nullcontext
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -16,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from .amp import AUTOCAST_DTYPES  # (importing amp registers kdtoolbox.AutocastOptimWrapper)
 from .builder import build_model
 from .recorder import Recorder, common_top_level
 
@@ -93,6 +102,42 @@ def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> n
     return teacher
 
 
+def _first_tensor(value: Any) -> Optional[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def input_device_type(inputs: Any) -> str:
+    """The device type ('cpu', 'cuda') of the first tensor in ``inputs`` (a tensor, or lists /
+    tuples / dicts of them, e.g. mmdet3d's ``{'points': [...], 'voxels': {...}}``); 'cpu' if none."""
+    tensor = _first_tensor(inputs)
+    return 'cpu' if tensor is None else tensor.device.type
+
+
+#: accepted values of ``TeacherRunner(autocast=...)`` / ``DistillationModel(teacher_autocast=...)``
+TEACHER_AUTOCAST = (None, False, True, 'bfloat16', 'float16')
+
+
+def teacher_autocast_context(setting: Union[None, bool, str], device_type: str):
+    """The context the teacher runs in: the caller's (None), fp32 (False), or autocast in a dtype
+    (True: bf16 on CPU, fp16 elsewhere; or 'bfloat16' / 'float16')."""
+    if setting is None:
+        return nullcontext()
+    if setting is False:
+        return torch.autocast(device_type=device_type, enabled=False)
+    if setting is True:
+        dtype = torch.bfloat16 if device_type == 'cpu' else torch.float16
+    else:
+        dtype = AUTOCAST_DTYPES[setting]
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
 class TeacherRunner:
     """Runs a frozen teacher under ``no_grad`` with its recorder, stopping as early as possible.
 
@@ -102,15 +147,23 @@ class TeacherRunner:
         mode: the mode the teacher's forward is called in ('tensor' runs no loss and no
             post-processing; 'loss' when a distiller records something only the loss path computes).
         truncate: stop after the last recorded top-level module.
+        autocast: the teacher's precision (see the module docstring): None follows the caller's
+            autocast context, False runs fp32, True / 'bfloat16' / 'float16' run under autocast.
     """
 
-    def __init__(self, teacher: nn.Module, recorder: Recorder, mode: str = 'tensor', truncate: bool = True):
+    def __init__(self, teacher: nn.Module, recorder: Recorder, mode: str = 'tensor', truncate: bool = True,
+                 autocast: Union[None, bool, str] = None):
+        if autocast not in TEACHER_AUTOCAST:
+            raise ValueError(f'teacher_autocast must be one of {TEACHER_AUTOCAST}, got {autocast!r}')
         self.teacher = teacher
         self.recorder = recorder
         self.mode = mode
+        self.autocast = autocast
         self._pending: set[str] = set()
         self._running = False
         self.stop_modules: list[str] = []
+        #: False runs the whole forward (hooks stay registered): for measuring what truncation saves
+        self.truncate = truncate
         tops = common_top_level(recorder.module_paths()) if truncate else None
         if tops:
             self.stop_modules = tops
@@ -119,7 +172,7 @@ class TeacherRunner:
 
     def _make_stop_hook(self, top: str):
         def hook(module, inputs, output):
-            if not self._running:
+            if not (self._running and self.truncate):
                 return
             self._pending.discard(top)
             if not self._pending:
@@ -132,7 +185,7 @@ class TeacherRunner:
         self._pending = set(self.stop_modules)
         self._running = True
         try:
-            with self.recorder:
+            with self.recorder, teacher_autocast_context(self.autocast, input_device_type(inputs)):
                 try:
                     self.teacher(inputs, data_samples, mode=self.mode)
                 except _TeacherDone:

@@ -2,7 +2,7 @@
 import importlib
 
 #: modules of this package in the camera group, one per method / component family
-MODULES = ()
+MODULES = ('camera_bevdet', 'camera_data', 'bevdistill', 'unidistill', 'distillbev')
 
 
 def register(registry):

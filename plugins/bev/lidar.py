@@ -2,7 +2,7 @@
 import importlib
 
 #: modules of this package in the lidar group, one per method / component family
-MODULES = ()
+MODULES = ('sparsekd',)
 
 
 def register(registry):

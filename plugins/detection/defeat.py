@@ -215,6 +215,12 @@ class DeFeat(BaseDistiller):
             losses.update(self.roi_losses(student, teacher, context))
         return losses
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """For ``tools/visualize.py``: ``fpn{l}/gt_mask``, the binary foreground mask
+        ``[N, H_l, W_l]`` of level ``l`` (:meth:`neck_masks`; the background is its complement)."""
+        levels = list(student['features'][:self.num_levels])
+        return {f'fpn{level}/gt_mask': mask for level, mask in enumerate(self.neck_masks(levels, context))}
+
 
 def register(registry):
     """Register this module's components with the plugin's registrar."""

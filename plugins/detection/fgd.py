@@ -261,6 +261,19 @@ class FGD(BaseDistiller):
                 losses[f'fpn{i}.{name}'] = value
         return losses
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """For ``tools/visualize.py``, per level ``i``: ``fpn{i}/fg_mask`` and ``fpn{i}/bg_mask``
+        (the masks the loss uses, :meth:`masks`) and ``fpn{i}/teacher_attention`` (the teacher's
+        spatial attention ``A_s(T)``), each ``[N, H_i, W_i]`` over the padded batch input."""
+        t_feats = [teacher[f'fpn{i}'] for i in range(self.num_levels)]
+        fg, bg = self.masks(context, [tuple(t.shape[-2:]) for t in t_feats], t_feats[0].device)
+        maps = {}
+        for i, t in enumerate(t_feats):
+            maps[f'fpn{i}/fg_mask'] = fg[i]
+            maps[f'fpn{i}/bg_mask'] = bg[i]
+            maps[f'fpn{i}/teacher_attention'] = spatial_attention(t, self.losses[i].temp)
+        return maps
+
 
 def register(registry):
     """Register this module's components with the plugin's registrar."""

@@ -155,6 +155,12 @@ class FGFI(BaseDistiller):
         loss = imitation_loss(adapted, t_levels, masks, self.normalize, self.level_reduction)
         return {'neck.loss_imitation': self.loss_weight * loss}
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """For ``tools/visualize.py``: ``fpn{l}/imitation_mask``, the anchor-IoU imitation mask
+        ``[N, H_l, W_l]`` of level ``l`` (:meth:`imitation_masks`)."""
+        levels = list(student['features'][:self.num_levels])
+        return {f'fpn{level}/imitation_mask': mask for level, mask in enumerate(self.imitation_masks(levels, context))}
+
 
 def register(registry):
     """Register this module's components with the plugin's registrar."""

@@ -476,6 +476,20 @@ class MasKD(BaseDistiller):
             losses.update(self.roi_reg_losses(student, teacher, context))
         return losses
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """For ``tools/visualize.py``: ``fpn{l}/token{k}``, the mask ``[N, H_l, W_l]`` of receptive
+        token ``k`` on level ``l`` as the loss uses it (:meth:`level_masks`: the teacher's, times the
+        student's once past ``custom_mask_warmup``)."""
+        s_levels, t_levels = student['neck'], teacher['neck']
+        customise = self.custom_mask and context.iteration >= self.custom_mask_warmup
+        maps = {}
+        with torch.no_grad():
+            for level in range(min(self.num_levels, len(s_levels), len(t_levels))):
+                masks, _ = self.level_masks(self.align[level](s_levels[level]), t_levels[level], level, customise)
+                for k in range(masks.shape[1]):
+                    maps[f'fpn{level}/token{k}'] = masks[:, k]
+        return maps
+
 
 def register(registry):
     """Register this module's components with the plugin's registrar."""

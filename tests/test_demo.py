@@ -1,0 +1,194 @@
+"""tools/demo.py and kdtoolbox.experiments: the results table on generated data.
+
+The slow test runs the real quick mode (teacher, baseline, FGD through tools/train.py, COCO mAP by
+mmdet's CocoMetric) on a tiny schedule and checks the table against the per-run result files; the
+fast ones check the table arithmetic, the config building and the harder shapes variant.
+"""
+import importlib.util
+import json
+import math
+import os
+import os.path as osp
+import re
+
+import pytest
+
+from kdtoolbox.experiments import Row, build_run_config, format_table, summarize
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location('kdtoolbox_demo_cli', osp.join(REPO, 'tools', 'demo.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------ table arithmetic
+def _result(row, seed, value, role='method'):
+    return {'row': row, 'role': role, 'seed': seed, 'value': value, 'train_time_s': 60.0, 'cpu_time_s': 100.0}
+
+
+def test_summarize_mean_std_delta_and_verdict():
+    rows = [Row('teacher', 't.py', role='teacher', seeded=False, baseline=None),
+            Row('baseline', 'b.py', role='baseline', baseline=None),
+            Row('good', 'g.py'), Row('same', 's.py'), Row('stage', 'x.py', role='stage', baseline=None)]
+    results = [_result('teacher', 0, 0.40, 'teacher'),
+               *[_result('baseline', s, v, 'baseline') for s, v in enumerate([0.20, 0.22, 0.24])],
+               *[_result('good', s, v) for s, v in enumerate([0.30, 0.31, 0.32])],
+               *[_result('same', s, v) for s, v in enumerate([0.18, 0.25, 0.23])],
+               _result('stage', 0, 0.9, 'stage')]
+    entries = {e['name']: e for e in summarize(rows, results)}
+    assert list(entries) == ['teacher', 'baseline', 'good', 'same']  # suite order, no stage row
+    base = entries['baseline']
+    assert base['mean'] == pytest.approx(0.22)
+    assert base['std'] == pytest.approx(0.02)  # sample std (n - 1) of 0.20, 0.22, 0.24
+    assert entries['teacher']['std'] is None and entries['teacher']['delta'] is None
+    good = entries['good']
+    assert good['delta'] == pytest.approx(0.31 - 0.22)
+    # spread of the difference of two 3-seed means: sqrt(0.01^2/3 + 0.02^2/3)
+    assert good['spread'] == pytest.approx(math.sqrt(0.01 ** 2 / 3 + 0.02 ** 2 / 3))
+    assert good['verdict'] == 'above'
+    same = entries['same']
+    assert same['delta'] == pytest.approx(0.22 - 0.22, abs=1e-12) and same['verdict'] == 'within spread'
+    table = format_table(list(entries.values()))
+    line = next(x for x in table.splitlines() if x.startswith('| good '))
+    assert '31.0 ± 1.0' in line and '30.0, 31.0, 32.0' in line and '+9.0' in line and 'above' in line
+
+
+def test_summarize_one_seed_and_missing_baseline():
+    rows = [Row('baseline', 'b.py', role='baseline', baseline=None), Row('m', 'm.py')]
+    entries = summarize(rows, [_result('m', 0, 0.1)])  # the baseline has no result yet
+    assert len(entries) == 1 and entries[0]['delta'] is None
+    entries = summarize(rows, [_result('m', 0, 0.1), _result('baseline', 0, 0.15, 'baseline')])
+    assert entries[1]['delta'] == pytest.approx(-0.05) and entries[1]['verdict'] == 'one seed'
+
+
+def test_row_validation():
+    with pytest.raises(ValueError, match='role'):
+        Row('x', 'x.py', role='student')
+    with pytest.raises(ValueError, match='row name'):
+        Row('a/b', 'x.py')
+
+
+# ------------------------------------------------------------------------------ the suite's configs
+def test_shapes_suite_configs_point_at_the_suite_teacher():
+    """Every distillation row reads the suite's teacher config and checkpoint (no demo work dir is
+    left in any run config), with the benchmark data, schedule, seed and 128 channels."""
+    demo = _demo_module()
+    rows, subs = demo.shapes_suite(demo.SUITES['shapes'][0], 2, 5, 3)
+    common = demo.shapes_data_options('/data/bench/', demo.BENCH_SHAPES, demo.BENCH_VARIANT)
+
+    def lookup(kind, name):
+        return f'/suite/{name}/seed0' + ('/epoch_5.pth' if kind == 'ckpt' else '')
+
+    names = [r.name for r in rows]
+    assert names.index('maskd_tokens') < names.index('MasKD') and names[:2] == ['teacher', 'baseline']
+    for row in rows:
+        cfg = build_run_config(row, 2, '/suite/run', common, subs, lookup)
+        text = cfg.pretty_text
+        assert 'work_dirs/' not in text, row.name
+        assert cfg.randomness.seed == 2 and cfg.work_dir == '/suite/run'
+        assert cfg.train_dataloader.dataset.data_root == '/data/bench/'
+        assert cfg.val_dataloader.dataset.shapes_variant == demo.BENCH_VARIANT
+        assert cfg.val_evaluator.ann_file == '/data/bench/annotations/val.json'
+        if row.role == 'stage':
+            assert cfg.train_cfg.max_iters == 3 and cfg.model.channels == 128
+        else:
+            assert cfg.train_cfg.max_epochs == (5 if row.role == 'teacher' else 2)
+        if row.role == 'method':
+            if 'frcnn' in row.baseline:
+                assert cfg.model.teacher_checkpoint == '/suite/frcnn_teacher/seed0/epoch_5.pth'
+                continue
+            assert cfg.model.teacher == osp.join(REPO, 'configs', 'demo', 'bench', 'retinanet_r50_teacher.py')
+            assert cfg.model.teacher_checkpoint == '/suite/teacher/seed0/epoch_5.pth'
+            assert cfg.model.student.neck.out_channels == 128
+            if 'student_channels' in cfg.model.distiller:
+                assert cfg.model.distiller.student_channels == cfg.model.distiller.teacher_channels == 128
+
+
+# ------------------------------------------------------------------------------ the harder data
+def test_bench_variant_differs_and_is_recorded(tmp_path):
+    from kdtoolbox.datasets.shapes import make_shapes_dataset, shapes_dataset_is_current, shapes_marker
+    small = dict(num_train=4, num_val=2, img_size=96, seed=0, max_shapes=8)
+    variant = dict(min_size=0.09, max_size=0.25, clutter=4, shape_noise=24, min_saturation=0.35)
+    plain = make_shapes_dataset(str(tmp_path / 'plain'), **small)
+    hard = make_shapes_dataset(str(tmp_path / 'hard'), **small, **variant)
+    assert shapes_dataset_is_current(hard['root'], **small, **variant)
+    assert not shapes_dataset_is_current(hard['root'], **small)
+    with open(hard['marker']) as f:
+        assert json.load(f)['args'] == {**small, **variant}
+    # default values of the optional arguments leave the marker as it always was
+    assert shapes_marker(**small, clutter=0, shape_noise=8) == shapes_marker(**small)
+    with open(plain['train_ann']) as f, open(hard['train_ann']) as g:
+        a, b = json.load(f)['annotations'], json.load(g)['annotations']
+    side = small['img_size']
+    assert all(max(x['bbox'][2:]) <= 0.25 * side + 1 for x in b)  # the smaller shapes
+    assert a != b
+    with pytest.raises(TypeError, match='clutterr'):
+        make_shapes_dataset(str(tmp_path / 'bad'), **small, clutterr=3)
+    with pytest.raises(ValueError, match='min_size'):
+        make_shapes_dataset(str(tmp_path / 'bad'), **small, min_size=0.5, max_size=0.2)
+
+
+# ------------------------------------------------------------------------------ the quick mode (slow)
+def _table_rows(text):
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) == 7 and cells[0] not in ('row', '---'):
+            out[cells[0]] = cells
+    return out
+
+
+@pytest.mark.slow
+def test_quick_mode_end_to_end(tmp_path):
+    """``tools/demo.py --quick`` on a tiny schedule: teacher, baseline, FGD trained by tools/train.py,
+    the table's numbers are those of the per-run result files (from CocoMetric), a rerun trains
+    nothing."""
+    work = str(tmp_path / 'demo')
+    argv = ['--quick', '--work-dir', work, '--data-root', str(tmp_path / 'data'), '--num-train', '8',
+            '--num-val', '4', '--epochs', '1', '--teacher-epochs', '1', '--score-thr', '0.0',
+            '--cfg-options', 'train_dataloader.batch_size=4']
+    demo = _demo_module()
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert demo.main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    for name in ('table.md', 'table.png', 'demo.log'):
+        assert osp.getsize(osp.join(work, name)) > 0
+    with open(osp.join(work, 'table.md')) as f:
+        table = _table_rows(f.read())
+    assert list(table) == ['teacher', 'baseline', 'FGD']
+    for name, cells in table.items():
+        with open(osp.join(work, name, 'seed0', 'result.json')) as f:
+            result = json.load(f)
+        assert result['row'] == name and result['seed'] == 0
+        # the evaluator ran and logged its metrics (a score threshold of 0 keeps detections)
+        assert 'coco/bbox_mAP' in result['metrics'] and 'coco/bbox_mAP_50' in result['metrics']
+        assert result['value'] == result['metrics']['coco/bbox_mAP']
+        assert cells[2] == f'{100 * result["value"]:.1f}'
+        assert cells[3].startswith(f'{100 * result["value"]:.1f} ')
+        assert osp.isfile(result['checkpoint']) and osp.isfile(result['run_config'])
+    with open(osp.join(work, 'baseline', 'seed0', 'result.json')) as f:
+        base = json.load(f)['value']
+    with open(osp.join(work, 'FGD', 'seed0', 'result.json')) as f:
+        fgd = json.load(f)['value']
+    assert table['FGD'][4] == f'{100 * (fgd - base):+.1f}'
+    # The FGD run read the suite's teacher (its config names the teacher run's checkpoint).
+    with open(osp.join(work, 'FGD', 'seed0', 'config.py')) as f:
+        fgd_cfg = f.read()
+    teacher_ckpt = json.load(open(osp.join(work, 'teacher', 'seed0', 'result.json')))['checkpoint']
+    assert teacher_ckpt in fgd_cfg and 'work_dirs/retinanet_r50_shapes_teacher' not in fgd_cfg
+    # Resumable: a second invocation finds every run finished and trains nothing.
+    stamps = {n: os.stat(osp.join(work, n, 'seed0', 'train.log')).st_mtime_ns for n in table}
+    os.chdir(REPO)
+    try:
+        assert demo.main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    assert stamps == {n: os.stat(osp.join(work, n, 'seed0', 'train.log')).st_mtime_ns for n in table}
+    assert re.search(r'python tools/demo.py --quick', open(osp.join(work, 'table.md')).read())

@@ -1,0 +1,262 @@
+#!/usr/bin/env python
+"""The results table on generated data: teacher, student baseline and distilled students, over seeds.
+
+    python tools/demo.py --quick                     # teacher, baseline and FGD, one seed
+    python tools/demo.py                             # every method with a demo config, seeds 0 1 2
+    python tools/demo.py --methods FGD PGD --seeds 0 1 --work-dir work_dirs/demo_shapes
+
+Suite ``shapes`` (detection): the RetinaNet R50 teacher (``configs/demo/bench/retinanet_r50_teacher.py``,
+trained once, longer), the RetinaNet R18 student alone (``configs/demo/bench/retinanet_r18_student.py``)
+and one student per registered 2D distiller with a demo config (``configs/demo/<method>_*_shapes.py``,
+switched to the benchmark teacher and the 128-channel FPN/head), all on the benchmark data
+(``data/shapes_bench/``: more, smaller, overlapping shapes, unlabelled look-alike clutter, colour
+noise; 512 training and 256 validation images) with the same schedule and seeds. MasKD runs its
+token stage first; Mimic (a Faster R-CNN method) has its own Faster R-CNN teacher and baseline
+(the demo's 256-channel models). COCO bbox mAP from each run's final validation (mmdet's
+``CocoMetric``, pycocotools).
+
+Each run lives in ``<work-dir>/<row>/seed<k>/`` (``config.py``: the exact config, ``train.log``,
+``result.json``); rerunning skips finished runs and resumes unfinished ones, the teacher is trained
+once. At the end ``<work-dir>/table.md`` and ``table.png`` are written (also with ``--table-only``,
+from whatever has finished). Other suites (``--suite``): ``av`` is not written yet; a 3D (BEV)
+suite goes into ``SUITES`` the same way (a list of ``Row``s, common options, path substitutions).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import os.path as osp
+import platform
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout
+
+from kdtoolbox.experiments import (Row, format_table, load_results, plot_table, run_suite,  # noqa: E402
+                                   summarize)
+
+DEMO = osp.join(REPO, 'configs', 'demo')
+BENCH = osp.join(DEMO, 'bench')
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+
+
+# ------------------------------------------------------------------------------ schedules and data
+def epoch_schedule(epochs: int, warmup_iters: int = 50) -> dict:
+    """Options for an ``EpochBasedTrainLoop`` config of ``epochs`` epochs: linear warm-up, x0.1 at
+    3/4 and 11/12 of the schedule (mmdet's 1x shape), validation and the only checkpoint at the end."""
+    milestones = sorted({max(1, round(epochs * 3 / 4)), max(1, round(epochs * 11 / 12))})
+    milestones = [m for m in milestones if m < epochs] or [epochs]
+    return {'train_cfg.max_epochs': epochs, 'train_cfg.val_interval': epochs,
+            'param_scheduler': [
+                dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup_iters),
+                dict(type='MultiStepLR', begin=0, end=epochs, by_epoch=True, milestones=milestones,
+                     gamma=0.1)],
+            'default_hooks.checkpoint.interval': epochs}
+
+
+def iter_schedule(iters: int) -> dict:
+    """Options for an ``IterBasedTrainLoop`` stage of ``iters`` iterations (MasKD's tokens)."""
+    return {'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+            'param_scheduler.0.T_max': iters, 'param_scheduler.0.end': iters,
+            'default_hooks.checkpoint.interval': iters}
+
+
+# The benchmark data: harder than the demo default (data/shapes/, 64 + 16 images of 1-4 large
+# shapes), so that a bigger teacher has something to teach and the validation set is large enough
+# for seed spread to be small next to the teacher-student gap.
+BENCH_SHAPES = dict(num_train=512, num_val=256, img_size=256, seed=0, max_shapes=8)
+BENCH_VARIANT = dict(min_size=0.09, max_size=0.25, min_visible=0.5, clutter=4, shape_noise=24,
+                     min_saturation=0.35)
+
+
+def shapes_data_options(root: str, shapes_args: dict, variant: dict) -> dict:
+    root = root.rstrip('/') + '/'
+    opts = {'val_evaluator.ann_file': root + 'annotations/val.json',
+            'test_evaluator.ann_file': root + 'annotations/val.json'}
+    for loader in ('train', 'val', 'test'):
+        opts[f'{loader}_dataloader.dataset.data_root'] = root
+        opts.update({f'{loader}_dataloader.dataset.{k}': v for k, v in shapes_args.items()})
+        opts[f'{loader}_dataloader.dataset.shapes_variant'] = dict(variant)
+    return opts
+
+
+# ------------------------------------------------------------------------------ the shapes suite
+# Student side of the 128-channel benchmark models, for the RetinaNet distillation demo configs
+# (their student is retinanet_r18_shapes.py's model, their distiller takes the channel counts).
+_STUDENT_128 = {'model.student.neck.out_channels': 128, 'model.student.bbox_head.in_channels': 128,
+                'model.student.bbox_head.feat_channels': 128}
+_DISTILLER_128 = {'model.distiller.student_channels': 128, 'model.distiller.teacher_channels': 128}
+
+# method name -> (demo config, extra options, needs): the registered 2D distillers with a demo config.
+RETINANET_METHODS = {
+    'FitNet': ('fitnet_retinanet_shapes.py', _DISTILLER_128),
+    'FGD': ('fgd_retinanet_shapes.py', _DISTILLER_128),
+    'DeFeat': ('defeat_retinanet_shapes.py', _DISTILLER_128),
+    'FGFI': ('fgfi_retinanet_shapes.py', _DISTILLER_128),
+    'FRS': ('frs_retinanet_shapes.py', _DISTILLER_128),
+    'GID': ('gid_retinanet_shapes.py', _DISTILLER_128),
+    'PGD': ('pgd_retinanet_shapes.py', {}),  # no channel arguments: it needs equal channels
+    'RM-PFI': ('rm_pfi_retinanet_shapes.py', _DISTILLER_128),
+    'MasKD': ('maskd_retinanet_shapes.py', _DISTILLER_128),
+}
+FASTER_RCNN_METHODS = {'Mimic': ('mimic_faster_rcnn_shapes.py', {})}
+
+
+def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, score_thr=None):
+    """(rows, path substitutions) of the detection suite for ``methods``. ``score_thr``: the
+    detectors' test score threshold, when not the configs' (a test's untrained models need a low one)."""
+    student = epoch_schedule(epochs)
+    rows = [Row('teacher', osp.join(BENCH, 'retinanet_r50_teacher.py'), role='teacher', seeded=False,
+                options=epoch_schedule(teacher_epochs), baseline=None),
+            Row('baseline', osp.join(BENCH, 'retinanet_r18_student.py'), role='baseline', options=student,
+                baseline=None)]
+    frcnn = [m for m in methods if m in FASTER_RCNN_METHODS]
+    for name in methods:
+        if name in RETINANET_METHODS:
+            config, extra = RETINANET_METHODS[name]
+            opts = {**student, **_STUDENT_128, **extra}
+            needs = ['teacher']
+            if name == 'MasKD':  # stage 1: the receptive tokens on the frozen teacher, trained once
+                rows.append(Row('maskd_tokens', osp.join(DEMO, 'maskd_tokens_retinanet_shapes.py'),
+                                role='stage', seeded=False, baseline=None, needs=['teacher'],
+                                options={**iter_schedule(token_iters), 'model.channels': 128}))
+                needs.append('maskd_tokens')
+            rows.append(Row(name, osp.join(DEMO, config), options=opts, needs=needs))
+    if frcnn:
+        rows.append(Row('frcnn_teacher', osp.join(DEMO, 'faster_rcnn_r50_shapes_teacher.py'), role='teacher',
+                        seeded=False, options=epoch_schedule(teacher_epochs), baseline=None))
+        rows.append(Row('frcnn_baseline', osp.join(DEMO, 'faster_rcnn_r18_shapes.py'), role='baseline',
+                        options=student, baseline=None))
+        for name in frcnn:
+            config, extra = FASTER_RCNN_METHODS[name]
+            rows.append(Row(name, osp.join(DEMO, config), options={**student, **extra},
+                            baseline='frcnn_baseline', needs=['frcnn_teacher']))
+    unknown = [m for m in methods if m not in RETINANET_METHODS and m not in FASTER_RCNN_METHODS]
+    if unknown:
+        raise SystemExit(f'unknown method(s) {unknown}; known: '
+                         f'{sorted(RETINANET_METHODS) + sorted(FASTER_RCNN_METHODS)}')
+    if score_thr is not None:
+        for row in rows:
+            prefix = 'model.student.' if row.role == 'method' else 'model.'
+            if row.role != 'stage':
+                key = prefix + ('test_cfg.rcnn.score_thr' if 'frcnn' in row.name or row.name in FASTER_RCNN_METHODS
+                                else 'test_cfg.score_thr')
+                row.options = {**row.options, key: score_thr}
+    # The demo configs name the demo teacher's config and work dirs: point them at this suite's.
+    demo_teacher_cfg = osp.join(DEMO, 'retinanet_r50_shapes_teacher.py')
+    substitutions = {
+        demo_teacher_cfg: osp.join(BENCH, 'retinanet_r50_teacher.py'),
+        'work_dirs/retinanet_r50_shapes_teacher/epoch_12.pth': '{ckpt:teacher}',
+        'work_dirs/retinanet_r50_shapes_teacher': '{ckpt:teacher}',
+        'work_dirs/maskd_tokens_retinanet_shapes': '{dir:maskd_tokens}',
+    }
+    if frcnn:
+        substitutions.update({'work_dirs/faster_rcnn_r50_shapes_teacher/epoch_12.pth': '{ckpt:frcnn_teacher}',
+                              'work_dirs/faster_rcnn_r50_shapes_teacher': '{ckpt:frcnn_teacher}'})
+    return rows, substitutions
+
+
+SUITES = {
+    # name: (default methods, quick method, metric)
+    'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP'),
+    # 'bev': the 3D suite (SparseKD, sparse imitation vs the LiDAR student) goes here.
+    # 'av': the audio-visual suite (MNF+CSC vs KD, CRD, RKD and the unimodal student) goes here.
+}
+
+
+# ------------------------------------------------------------------------------ command line
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--suite', default='shapes', choices=sorted(SUITES))
+    p.add_argument('--quick', action='store_true',
+                   help='teacher, baseline and one method (--methods, default FGD), one seed (--seeds, default 0)')
+    p.add_argument('--methods', nargs='+', help='methods (rows) to train (default: all of the suite)')
+    p.add_argument('--seeds', nargs='+', type=int, help='seeds (default: 0 1 2; --quick: 0)')
+    p.add_argument('--work-dir', help='default: work_dirs/demo_<suite>[_quick]')
+    p.add_argument('--epochs', type=int, default=6, help='student schedule in epochs (default: 6)')
+    p.add_argument('--teacher-epochs', type=int, default=18, help='teacher schedule in epochs (default: 18)')
+    p.add_argument('--token-iters', type=int, default=100, help="MasKD's token stage, iterations (default: 100)")
+    p.add_argument('--data-root', default='data/shapes_bench/', help='benchmark data folder')
+    p.add_argument('--num-train', type=int, default=BENCH_SHAPES['num_train'])
+    p.add_argument('--num-val', type=int, default=BENCH_SHAPES['num_val'])
+    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='extra options for every run (a value is parsed as a Python literal when it is one)')
+    p.add_argument('--score-thr', type=float, help="detectors' test score threshold (default: the configs' 0.05)")
+    p.add_argument('--table-only', action='store_true', help='write the table from finished runs, train nothing')
+    return p.parse_args(argv)
+
+
+def _literal(text: str):
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+            f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}, load average {load:.1f} at the end')
+
+
+def write_table(rows, results, work_dir: str, metric: str, header: str) -> str:
+    entries = summarize(rows, results)
+    table = format_table(entries, metric)
+    notes = [f'- {e["name"]}: {e["note"]}' for e in entries if e.get('note')]
+    teacher = next((e for e in entries if e['role'] == 'teacher'), None)
+    base = next((e for e in entries if e['role'] == 'baseline'), None)
+    if teacher and base:
+        notes.insert(0, f'- teacher − baseline: {100 * (teacher["mean"] - base["mean"]):+.1f} mAP points')
+    text = header + '\n\n' + table + ('\n' + '\n'.join(notes) + '\n' if notes else '')
+    with open(osp.join(work_dir, 'table.md'), 'w') as f:
+        f.write(text)
+    if entries:
+        plot_table(entries, osp.join(work_dir, 'table.png'), metric, title=osp.basename(work_dir.rstrip('/')))
+    return text
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    all_methods, quick_method, metric = SUITES[args.suite]
+    methods = args.methods or ([quick_method] if args.quick else all_methods)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.suite}' + ('_quick' if args.quick else ''))
+    os.makedirs(work_dir, exist_ok=True)
+    rows, substitutions = shapes_suite(methods, args.epochs, args.teacher_epochs, args.token_iters,
+                                        args.score_thr)
+    shapes_args = {**BENCH_SHAPES, 'num_train': args.num_train, 'num_val': args.num_val}
+    common = shapes_data_options(args.data_root, shapes_args, BENCH_VARIANT)
+    for item in args.cfg_options:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise SystemExit(f'--cfg-options: expected KEY=VALUE, got {item!r}')
+        common[key] = _literal(value)
+    command = 'python tools/demo.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    start = time.time()
+    log_file = open(osp.join(work_dir, 'demo.log'), 'a')
+
+    def log(msg: str) -> None:
+        line = f'{datetime.datetime.now():%H:%M:%S} {msg}'
+        print(line, flush=True)
+        log_file.write(line + '\n')
+        log_file.flush()
+
+    log(f'suite {args.suite}: rows {[r.name for r in rows]}, seeds {seeds}, work dir {work_dir}')
+    if not args.table_only:
+        run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log)
+    results = load_results(work_dir)
+    header = (f'Suite `{args.suite}`, {metric} on {args.num_val} generated validation images '
+              f'(`{args.data_root}`), student {args.epochs} epochs of {args.num_train} images, teacher '
+              f'{args.teacher_epochs} epochs. Reproduce: `{command}`. Machine: {_machine()}. '
+              f'This invocation: {(time.time() - start) / 60:.1f} min.')
+    text = write_table(rows, [r for r in results if r['row'] in {x.name for x in rows}], work_dir, metric, header)
+    log(f'wrote {osp.join(work_dir, "table.md")} and table.png')
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
