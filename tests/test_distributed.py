@@ -33,8 +33,6 @@ import torch
 
 from conftest import PYTHON, ROOT
 
-pytestmark = pytest.mark.slow
-
 FGD_DEMO = 'configs/demo/fgd_retinanet_shapes.py'
 TEACHER_CFG = 'configs/demo/retinanet_r50_shapes_teacher.py'
 
@@ -111,6 +109,46 @@ def parameters(ckpt_path) -> dict:
     return {k: v for k, v in state.items() if not k.endswith(buffers)}
 
 
+def test_slurm_env_reads_the_ranks_and_names_what_is_missing():
+    from kdtoolbox.engine.distributed import slurm_env
+    env = slurm_env({'SLURM_PROCID': '5', 'SLURM_NTASKS': '8', 'SLURM_LOCALID': '1', 'MASTER_ADDR': 'node7'})
+    assert env == dict(RANK='5', WORLD_SIZE='8', LOCAL_RANK='1', MASTER_ADDR='node7', MASTER_PORT='29500')
+    with pytest.raises(RuntimeError, match='SLURM_PROCID'):
+        slurm_env({'SLURM_NTASKS': '8'})
+    with pytest.raises(RuntimeError, match='SLURM_NODELIST'):
+        slurm_env({'SLURM_PROCID': '0', 'SLURM_NTASKS': '1'})
+
+
+def test_prepare_distributed_uses_the_kdtoolbox_wrapper_with_and_without_cuda(monkeypatch):
+    import torch.distributed as dist
+    from mmengine.config import Config
+    from kdtoolbox.engine.distributed import prepare_distributed
+    cfg = Config(dict(launcher='none'))
+    prepare_distributed(cfg)
+    assert 'model_wrapper_cfg' not in cfg
+    # CUDA: mmengine initialises NCCL itself, but the wrapper is still kdtoolbox's (its train_step
+    # runs DistillationModel.preprocess and the non-finite guard); nothing is initialised here
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = Config(dict(launcher='pytorch', model_wrapper_cfg=dict(type='MMDistributedDataParallel')))
+    prepare_distributed(cfg)
+    assert cfg.model_wrapper_cfg.type == 'kdtoolbox.DeviceAwareDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.find_unused_parameters is False and not dist.is_initialized()
+    # CPU: a gloo group from torchrun's variables (world size 1 here)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
+    cfg = Config(dict(launcher='pytorch'))
+    prepare_distributed(cfg)
+    try:
+        assert dist.is_initialized() and dist.get_backend() == 'gloo'
+        assert cfg.model_wrapper_cfg.type == 'kdtoolbox.DeviceAwareDistributedDataParallel'
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     from kdtoolbox.engine.builder import build_model
     torch.manual_seed(0)

@@ -135,6 +135,17 @@ def test_state_is_left_as_found():
         assert torch.equal(v, buffers[k]), k
 
 
+def test_the_distiller_runs_on_a_scratch_copy():
+    # MasKD switches on its mask customisation (a flag it keeps) at custom_mask_warmup
+    model = build(dict(type='MasKD', student_channels=64, teacher_channels=64, custom_mask_warmup=0))
+    before = {k: v.clone() for k, v in model.distiller.state_dict().items()}
+    run_preflight(model, raw_batch())
+    assert model.distiller._customising is False
+    assert all(torch.equal(v, before[k]) for k, v in model.distiller.state_dict().items())
+    model(*make_det_batch(n=1, size=64), mode='loss')  # the real first step is the one that switches it
+    assert model.distiller._customising is True
+
+
 def test_the_hook_is_added_to_distillation_configs_only_and_once():
     cfg = Config(dict(model=dict(type='kdtoolbox.DistillationModel'), custom_hooks=[dict(type='X')]))
     add_preflight_hook(cfg)
@@ -185,7 +196,7 @@ CASES = {
                                       r"teacher_checkpoint '.*garbage.pth' cannot be read"),
     'teacher checkpoint keys': (DEMO, lambda tmp: [f'model.teacher_checkpoint={_wrong_keys(tmp)}'],
                                 r"teacher_checkpoint '.*wrong.pth' does not fit the teacher config: \d+ missing keys "
-                                r"\(backbone.bn1.weight, .*more\); 1 unexpected keys \(extra.weight\); 1 keys of another "
+                                r"\(backbone.bn1.weight, .*more\)\); 1 unexpected keys \(extra.weight\); 1 keys of another "
                                 r"shape \(checkpoint vs config\) \(backbone.conv1.weight \(1,\) vs \(64, 3, 7, 7\)\)"),
     'class counts differ': (GID, lambda tmp: ['model.teacher_checkpoint=None', 'model.student.bbox_head.num_classes=4'],
                             r'GID compares class scores, but the student has 4 classes and the teacher 3'),

@@ -28,6 +28,9 @@ seeded from ``(seed, split, index)``, as the LiDAR scenes; the scene stream is t
 ``modality=dict(use_lidar=True, use_camera=True)``; mmdet3d's ``LoadMultiViewImageFromFiles`` puts
 ``cam2img`` / ``lidar2cam`` per view into the results and ``Pack3DDetInputs`` into the metainfo.
 
+:class:`BoxAP3DMetric`: mmdet3d's ``IndoorMetric`` on the first 7 box values (CenterHead's velocity
+dropped).
+
 :class:`BEVAugMatrix` (a transform; mmdet3d 1.4 has none for this): after ``GlobalRotScaleTrans`` /
 ``RandomFlip3D`` it writes ``lidar_aug_matrix`` (4x4) with ``p_aug = lidar_aug_matrix @ p_original``,
 composed from the recorded ``pcd_rotation``, ``pcd_scale_factor``, ``pcd_trans`` and flips in the
@@ -46,12 +49,14 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
+from mmdet3d.evaluation.metrics import IndoorMetric
 
 from .generated import MARKER, generate_once, is_current
 from .lidar_scenes import LIDAR_CLASSES, SENSOR_HEIGHT, LidarScenesDataset, _scene_rng, render_scene
 
 __all__ = ['MULTIMODAL_FORMAT_VERSION', 'DEFAULT_RANGE', 'DEFAULT_CAMERAS', 'camera_matrices', 'render_image',
-           'make_multimodal_scenes', 'multimodal_scenes_is_current', 'MultiModalScenesDataset', 'BEVAugMatrix']
+           'make_multimodal_scenes', 'multimodal_scenes_is_current', 'MultiModalScenesDataset', 'BEVAugMatrix',
+           'BoxAP3DMetric']
 
 MULTIMODAL_FORMAT_VERSION = 1
 GENERATOR = 'kdtoolbox.datasets.multimodal_scenes'
@@ -275,3 +280,18 @@ class BEVAugMatrix(BaseTransform):
             m = t @ m
         results['lidar_aug_matrix'] = m.astype(np.float32)
         return results
+
+
+class BoxAP3DMetric(IndoorMetric):
+    """mmdet3d's ``IndoorMetric`` (3D box AP at the IoU thresholds, rotated IoU on CPU) for detectors
+    whose boxes carry extra values: predicted ``bboxes_3d`` are cut to their first 7 values
+    ``(x, y, z, l, w, h, yaw)`` (CenterHead's velocity dropped) before matching, as the ground truth
+    (load it with ``with_velocity=False``)."""
+
+    def process(self, data_batch: dict, data_samples) -> None:
+        for sample in data_samples:
+            pred = sample['pred_instances_3d']
+            boxes = pred['bboxes_3d']
+            if boxes.tensor.shape[-1] > 7:
+                pred['bboxes_3d'] = type(boxes)(boxes.tensor[:, :7], box_dim=7, with_yaw=True)
+        super().process(data_batch, data_samples)

@@ -10,9 +10,11 @@ the training data set (``dataset[0:batch_size]``, collated by the train dataload
    its recorders, under ``no_grad``;
 2. every recorder must have fired (but those in the distiller's ``optional_records``): one error
    lists those that did not, each with its module;
-3. the distiller runs once on those records; if it fails, the feature pairs whose shapes do not
-   meet (:meth:`BaseDistiller.feature_pairs`) are named with both shapes and the adapter / config
-   key to add, else the distiller's own error is reported.
+3. a scratch copy of the distiller runs once on those records (a distiller that changes its own
+   state in ``forward``, e.g. EMA teachers or memory banks, starts training untouched); if it
+   fails, the feature pairs whose shapes do not meet (:meth:`BaseDistiller.feature_pairs`) are
+   named with both shapes and the adapter / config key to add, else the distiller's own error is
+   reported.
 
 Nothing of this touches training: the batch is read from the data set directly (the train
 dataloader's iterator is not advanced), the random-number states (Python, numpy, torch, CUDA) are
@@ -20,6 +22,7 @@ put back afterwards, and so are the model's buffers (BatchNorm statistics).
 """
 from __future__ import annotations
 
+import copy
 import random
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -110,6 +113,16 @@ def _shapes(value: Any) -> str:
     return type(value).__name__
 
 
+def _scratch_copy(distiller):
+    """A deep copy of the distiller to run on the preflight batch: distillers may change their own
+    state in ``forward`` (EMA teachers, memory banks, first-batch normalisers, flags), and the real
+    first iteration must find it untouched. None if it cannot be copied (then it is not run)."""
+    try:
+        return copy.deepcopy(distiller)
+    except Exception:  # noqa: BLE001  (an attribute that cannot be copied: skip this part of the check)
+        return None
+
+
 def _feature_pairs(distiller, student: Records, teacher: Records) -> list:
     """The distiller's feature pairs; none when they cannot be formed (a record that an optional
     recorder did not produce): they only explain a failure."""
@@ -162,7 +175,9 @@ def run_preflight(model, data: dict) -> dict:
         problems = _unfired(student, 'student', optional) + _unfired(teacher, 'teacher', optional, teacher_hint)
         if problems:
             raise PreflightError('a recorder never fired on one training batch:\n  ' + '\n  '.join(problems))
-        distiller = model.distiller
+        distiller = _scratch_copy(model.distiller)
+        if distiller is None:
+            return dict(student_records=len(student), teacher_records=len(teacher), pairs=0)
         student32, teacher32 = student.with_transform(_to_fp32), teacher.with_transform(_to_fp32)
         with torch.no_grad():
             try:
@@ -189,7 +204,9 @@ def run_preflight(model, data: dict) -> dict:
 def first_batch(dataloader) -> dict:
     """``dataset[0:batch_size]`` collated like the dataloader does, without touching its iterator."""
     dataset = dataloader.dataset
-    size = min(int(getattr(dataloader, 'batch_size', None) or 1), len(dataset))
+    # a DataLoader built with a batch_sampler (mmdet's AspectRatioBatchSampler) has batch_size None
+    size = getattr(dataloader, 'batch_size', None) or getattr(dataloader.batch_sampler, 'batch_size', None) or 1
+    size = min(int(size), len(dataset))
     return dataloader.collate_fn([dataset[i] for i in range(size)])
 
 

@@ -24,10 +24,11 @@ model = dict(
         type='SparseEncoder', in_channels=4, sparse_shape=[41, 256, 256], base_channels=_w(16),
         output_channels=_w(128),
         order=('conv', 'norm', 'act'),
-        encoder_channels=((_w(16), _w(16), _w(32)), (_w(32), _w(32), _w(64)), (_w(64), _w(64), _w(128)),
-                          (_w(128), _w(128))),
-        encoder_paddings=((0, 0, 1), (0, 0, 1), (0, 0, [0, 1, 1]), (0, 0)),
-        block_type='basicblock'),
+        # SECOND's KITTI encoder layout (one SubMConv then strided SparseConv + SubMConvs per stage):
+        # half the CPU time of the nuScenes 'basicblock' layout at this size
+        encoder_channels=((_w(16), ), (_w(32), _w(32), _w(32)), (_w(64), _w(64), _w(64)), (_w(64), _w(64), _w(64))),
+        encoder_paddings=((1, ), (1, 1, 1), (1, 1, 1), ((0, 1, 1), 1, 1)),
+        block_type='conv_module'),
     pts_backbone=dict(
         type='SECOND', in_channels=_w(128) * 2, out_channels=[_w(64), _w(128)], layer_nums=[3, 3],
         layer_strides=[1, 2], norm_cfg=dict(type='BN', eps=1e-3, momentum=0.01),
