@@ -118,18 +118,33 @@ def _substitute(node: Any, table: dict) -> Any:
     return node
 
 
+def _strings(node: Any) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _strings(v)
+
+
 def referenced_rows(row: Row, common: dict, substitutions: dict) -> list[str]:
-    """Rows whose outputs ``row`` reads (placeholders in its options/the suite's, plus ``needs``)."""
+    """Rows whose outputs ``row`` reads (placeholders in its options and the common ones, plus
+    ``needs``)."""
     names = list(row.needs)
-    text = json.dumps([row.options, common, substitutions], default=str)
+    # (the substitutions' placeholders count only for rows whose config holds the replaced string,
+    # which is known after loading it: the suite names those in ``needs``)
+    text = json.dumps([row.options, common], default=str)
     names += [m.group(2) for m in _PLACEHOLDER.finditer(text)]
     return list(dict.fromkeys(n for n in names if n != row.name))
 
 
 def build_run_config(row: Row, seed: int, folder: str, common: dict, substitutions: dict,
-                     lookup: Callable[[str, str], str]):
+                     lookup: Callable[[str, str], str], transform: Optional[Callable[[dict], dict]] = None):
     """The mmengine ``Config`` of one run: the row's config, ``common`` then ``row.options`` merged,
-    ``randomness.seed``, the path ``substitutions`` (old string -> new) applied, ``work_dir``."""
+    ``randomness.seed``, the path ``substitutions`` (old string -> new) applied, then ``transform``
+    (the suite's own rewrite of the config dict, for what dotted keys cannot reach), ``work_dir``."""
     from mmengine.config import Config
     if not osp.isfile(row.config):
         raise FileNotFoundError(f'row {row.name!r}: config {row.config} not found')
@@ -137,9 +152,16 @@ def build_run_config(row: Row, seed: int, folder: str, common: dict, substitutio
     cfg.merge_from_dict(_resolve(dict(common), lookup))
     cfg.merge_from_dict(_resolve(dict(row.options), lookup))
     cfg.merge_from_dict({'randomness.seed': seed})
-    table = {k: _resolve(v, lookup) for k, v in substitutions.items()}
+    plain = cfg.to_dict()
+    present = set(_strings(plain))
+    # only the substitutions whose old string the config holds (a row that does not read the
+    # teacher's checkpoint must not need it to exist)
+    table = {k: _resolve(v, lookup) for k, v in substitutions.items() if k in present}
     if table:
-        plain = _substitute(cfg.to_dict(), table)
+        plain = _substitute(plain, table)
+    if transform is not None:
+        plain = transform(plain)
+    if table or transform is not None:
         cfg = Config(plain, filename=cfg.filename)
     cfg.work_dir = folder
     return cfg
@@ -167,7 +189,7 @@ def final_metrics(folder: str) -> Optional[dict]:
 
 def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dict,
             train_script: str, metric: str, log: Callable[[str], None] = print,
-            env: Optional[dict] = None) -> dict:
+            env: Optional[dict] = None, transform: Optional[Callable[[dict], dict]] = None) -> dict:
     """Train one run (skipped when its ``result.json`` exists) and return its result dict."""
     folder = run_dir(work_dir, row, seed)
     result_file = osp.join(folder, 'result.json')
@@ -186,7 +208,7 @@ def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dic
                                     f'{other} has none (train {name!r} first)')
         return ckpt
 
-    cfg = build_run_config(row, seed, folder, common, substitutions, lookup)
+    cfg = build_run_config(row, seed, folder, common, substitutions, lookup, transform)
     config_file = osp.join(folder, 'config.py')
     cfg.dump(config_file)
     cmd = [sys.executable, train_script, config_file, '--work-dir', folder]
@@ -241,9 +263,12 @@ def _atomic_json(path: str, obj: Any) -> None:
 # ------------------------------------------------------------------------------ the suite
 def run_suite(rows: Sequence[Row], seeds: Sequence[int], work_dir: str, common: dict,
               substitutions: dict, train_script: str, metric: str,
-              log: Callable[[str], None] = print, env: Optional[dict] = None) -> list[dict]:
+              log: Callable[[str], None] = print, env: Optional[dict] = None,
+              keep_going: bool = True, transform: Optional[Callable[[dict], dict]] = None) -> list[dict]:
     """Train every row for every seed (rows a row depends on first), one run at a time; return the
-    results of all runs (finished ones read back from their ``result.json``)."""
+    results of all runs (finished ones read back from their ``result.json``). With ``keep_going``
+    a run that fails is logged and written to its ``failed.json``, and the row skipped from then on
+    (rows that need it fail in turn); otherwise the error propagates."""
     by_name = {r.name: r for r in rows}
     if len(by_name) != len(rows):
         raise ValueError('row names must be unique')
@@ -262,14 +287,25 @@ def run_suite(rows: Sequence[Row], seeds: Sequence[int], work_dir: str, common: 
 
     for row in rows:
         visit(row)
-    results = []
+    results, failed = [], set()
     # Seed by seed (all rows of seed 0 first): a partial table is a complete one for fewer seeds.
     for seed in seeds:
         for row in order:
             if not row.seeded and seed != seeds[0]:
                 continue
-            results.append(run_one(row, seed if row.seeded else 0, work_dir, common, substitutions,
-                                   train_script, metric, log, env))
+            if row.name in failed:
+                continue
+            try:
+                results.append(run_one(row, seed if row.seeded else 0, work_dir, common, substitutions,
+                                       train_script, metric, log, env, transform))
+            except (RuntimeError, FileNotFoundError) as exc:
+                if not keep_going:
+                    raise
+                # one broken row must not cost the rest of a long suite: note it, go on
+                failed.add(row.name)
+                log(f'[{row.name} seed {seed}] FAILED: {exc}')
+                _atomic_json(osp.join(run_dir(work_dir, row, seed), 'failed.json'),
+                             {'row': row.name, 'seed': seed, 'error': str(exc)})
     return results
 
 
@@ -335,6 +371,12 @@ def summarize(rows: Sequence[Row], results: Iterable[dict]) -> list[dict]:
     return list(entries.values())
 
 
+def _short(path: str) -> str:
+    """``path`` relative to the working directory when inside it (the table reads in a checkout)."""
+    rel = osp.relpath(path) if osp.isabs(path) else path
+    return path if rel.startswith('..') else rel
+
+
 def _pct(v: Optional[float]) -> str:
     return '–' if v is None else f'{100 * v:.1f}'
 
@@ -348,7 +390,7 @@ def format_table(entries: Sequence[dict], metric: str = 'coco/bbox_mAP') -> str:
         ms = _pct(e['mean']) + ('' if e['std'] is None else f' ± {_pct(e["std"])}')
         per_seed = ', '.join(f'{_pct(v)}' for v in e['values'])
         delta = '' if e['delta'] is None else f'{100 * e["delta"]:+.1f}'
-        lines.append(f'| {e["name"]} | `{e["config"]}` | {ms} | {per_seed} (seeds '
+        lines.append(f'| {e["name"]} | `{_short(e["config"])}` | {ms} | {per_seed} (seeds '
                      f'{",".join(map(str, e["seeds"]))}) | {delta} | {e["verdict"]} | '
                      f'{e["time_s"] / 60:.1f} / {e["cpu_s"] / 60:.1f} |')
     return '\n'.join(lines) + '\n'

@@ -57,7 +57,7 @@ def test_demo_config_trains_two_iterations(name, scenes, tmp_path):
     for key in TRAINED[name]:
         value = re.search(re.escape(key) + r': (-?[0-9.]+|nan|inf)', second.group(0))
         assert value and value.group(1) not in ('nan', 'inf'), (key, second.group(0))
-    val = re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+car_AP_0.25.*', out)
+    val = re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+\w+_AP_0.25.*', out)
     assert val and re.search(r'mAP_0.50: [0-9.]+', val.group(0)), out[-3000:]
     if 'tgi=True' in open(path).read().replace(' ', ''):
         assert 'TGI (first)' in out

@@ -102,6 +102,7 @@ def test_missing_calibration_is_named():
 @pytest.fixture(scope='module')
 def student_and_batch(tmp_path_factory):
     """The demo student and one real training batch of the generated data (2 samples)."""
+    from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
     from mmdet3d.registry import DATASETS, MODELS
     init_default_scope('mmdet3d')
@@ -111,8 +112,7 @@ def student_and_batch(tmp_path_factory):
     dataset = DATASETS.build(data)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    batch = model.data_preprocessor({'inputs': [dataset[i]['inputs'] for i in range(2)],
-                                     'data_samples': [dataset[i]['data_samples'] for i in range(2)]}, True)
+    batch = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
     return model, batch
 
 

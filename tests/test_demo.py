@@ -192,3 +192,62 @@ def test_quick_mode_end_to_end(tmp_path):
         os.chdir(cwd)
     assert stamps == {n: os.stat(osp.join(work, n, 'seed0', 'train.log')).st_mtime_ns for n in table}
     assert re.search(r'python tools/demo.py --quick', open(osp.join(work, 'table.md')).read())
+
+
+def test_av_suite_configs():
+    """The audio-visual suite: KD reads the suite's probe (teacher row) checkpoint, the other rows
+    need nothing; every row keeps its data and schedule; an unknown method is refused by name."""
+    demo = _demo_module()
+    rows, subs = demo.av_suite(list(demo.AV_METHODS))
+    assert [r.name for r in rows] == ['teacher', 'baseline', 'KD', 'CRD', 'RKD', 'MNF-CSC']
+
+    def lookup(kind, name):
+        assert (kind, name) == ('ckpt', 'teacher')
+        return '/suite/teacher/seed0/epoch_30.pth'
+
+    def generates(node):
+        if isinstance(node, dict):
+            if 'generate' in node:
+                yield node
+            for v in node.values():
+                yield from generates(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                yield from generates(v)
+
+    for row in rows:
+        cfg = build_run_config(row, 1, '/suite/run', {}, subs, lookup, demo.av_bench_transform)
+        text = cfg.pretty_text
+        assert 'work_dirs/' not in text and 'data/av_demo' not in text, row.name
+        assert cfg.randomness.seed == 1
+        if row.name == 'KD':
+            assert cfg.model.teacher_checkpoint == '/suite/teacher/seed0/epoch_30.pth'
+        datasets = list(generates(cfg.to_dict()))
+        assert len(datasets) >= 2  # train and val at least (and the gallery where retrieval runs)
+        for ds in datasets:  # one folder, one set of generator arguments
+            assert ds['data_root'] == demo.AV_BENCH_ROOT
+            assert ds['generate'] == datasets[0]['generate']
+            assert {k: ds['generate'][k] for k in demo.AV_BENCH_VARIANT} == demo.AV_BENCH_VARIANT
+    with pytest.raises(SystemExit, match='XKDD'):
+        demo.av_suite(['XKDD'])
+
+
+def test_av_contrast_variant_is_backward_compatible():
+    """``visual_contrast`` scales the grating (the class signal): at its default the frames and the
+    marker are those of the generator before it existed; lower, the signal shrinks in proportion."""
+    import numpy as np
+    from kdtoolbox_plugins.av.generate import av_marker, make_av_dataset, render_frames
+
+    def frames(**kw):
+        return render_frames(1, 4, 4, 16, np.random.RandomState(0), visual_noise=0.0, **kw).astype(int)
+
+    np.testing.assert_array_equal(frames(), frames(visual_contrast=180.0))
+    low = frames(visual_contrast=45.0)
+    # rint(40 + 180 g) - 40 versus 4 x (rint(40 + 45 g) - 40): equal up to the two roundings
+    assert np.abs((frames() - 40) - 4 * (low - 40)).max() <= 2.5
+    assert low.max() <= 40 + 45 + 1 and frames().max() > 200
+    assert 'visual_contrast' not in av_marker()['args']
+    assert av_marker(visual_contrast=180) == av_marker()
+    assert av_marker(visual_contrast=50)['args']['visual_contrast'] == 50.0
+    with pytest.raises(ValueError, match='visual_contrast'):
+        make_av_dataset('/nonexistent/never-written', visual_contrast=0)

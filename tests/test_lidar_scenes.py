@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdtoolbox.datasets.lidar_scenes import (DEFAULT_RANGE, SENSOR_HEIGHT, LidarBoxAPMetric, LidarScenesDataset,
-                                             _inside_footprint, _scene_rng, lidar_scenes_is_current,
+                                             _inside_footprint, scene_rng, lidar_scenes_is_current,
                                              make_lidar_scenes, render_scene)
 
 SMALL = dict(num_train=4, num_val=2, seed=0)
@@ -58,7 +58,7 @@ def test_files_and_determinism(scenes, tmp_path):
 
 def test_scene_geometry():
     for i in range(6):
-        points, boxes, labels, counts = render_scene(_scene_rng(3, 'train', i))
+        points, boxes, labels, counts = render_scene(scene_rng(3, 'train', i))
         lo, hi = np.array(DEFAULT_RANGE[:3]), np.array(DEFAULT_RANGE[3:])
         assert np.all(points[:, :3] >= lo) and np.all(points[:, :3] < hi)
         assert len(boxes) >= 1 and set(labels.tolist()) <= {0, 1, 2}
@@ -82,7 +82,7 @@ def test_scene_geometry():
 def test_density_falls_with_range():
     near_far = []
     for i in range(40):
-        points, boxes, labels, counts = render_scene(_scene_rng(5, 'train', i))
+        points, boxes, labels, counts = render_scene(scene_rng(5, 'train', i))
         for box, label, count in zip(boxes, labels, counts):
             if label == 0:
                 near_far.append((np.hypot(box[0], box[1]), count / (box[3] * box[5])))

@@ -1,7 +1,7 @@
 """Time and peak memory of sparse feature imitation against densify-then-MSE, at a nuScenes-size grid.
 
     python tools/benchmark_sparse_imitation.py [--device cpu|cuda] [--repeats 5] [--channels 4]
-        [--occupancy 0.05 0.10] [--batch 1] [--threads 1]
+        [--occupancy 0.05 0.10] [--batch 1] [--threads 1] [--variants sparse dense]
 
 Setting (mmdet3d's CenterPoint voxel 0.1 on nuScenes): the grid of SparseEncoder's first stage,
 ``(D, H, W) = (41, 1024, 1024)``, batch 1 by default. A scan occupies a fraction ``--occupancy`` of
@@ -160,6 +160,8 @@ def main():
                         help='fraction of the 1024 x 1024 BEV columns with a voxel')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (CPU)')
+    parser.add_argument('--variants', nargs='+', choices=VARIANTS, default=list(VARIANTS),
+                        help='run only these (values are compared only when both run)')
     parser.add_argument('--child', choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument('--occ', type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,7 +175,7 @@ def main():
     rows = []
     for occ in args.occupancy:
         results = {}
-        for variant in VARIANTS:
+        for variant in args.variants:
             cmd = [sys.executable, os.path.abspath(__file__), '--child', variant, '--occ', str(occ),
                    '--device', args.device, '--repeats', str(args.repeats), '--channels', str(args.channels),
                    '--batch', str(args.batch), '--threads', str(args.threads)]
@@ -205,8 +207,8 @@ def main():
           'dense / sparse |')
     print('|---|---|---|---|---|---|')
     for occ, results in rows:
-        s, d = results.get('sparse'), results.get('dense')
-        for variant in VARIANTS:
+        s = results.get('sparse')
+        for variant in args.variants:
             r = results.get(variant)
             if r is None:
                 print(f'| {occ:.0%} | | {variant} | failed | | |')

@@ -10,7 +10,7 @@ trained once, longer), the RetinaNet R18 student alone (``configs/demo/bench/ret
 and one student per registered 2D distiller with a demo config (``configs/demo/<method>_*_shapes.py``,
 switched to the benchmark teacher and the 128-channel FPN/head), all on the benchmark data
 (``data/shapes_bench/``: more, smaller, overlapping shapes, unlabelled look-alike clutter, colour
-noise; 512 training and 256 validation images) with the same schedule and seeds. MasKD runs its
+noise; 256 training and 256 validation images) with the same schedule and seeds. MasKD runs its
 token stage first; Mimic (a Faster R-CNN method) has its own Faster R-CNN teacher and baseline
 (the demo's 256-channel models). COCO bbox mAP from each run's final validation (mmdet's
 ``CocoMetric``, pycocotools).
@@ -18,13 +18,19 @@ token stage first; Mimic (a Faster R-CNN method) has its own Faster R-CNN teache
 Each run lives in ``<work-dir>/<row>/seed<k>/`` (``config.py``: the exact config, ``train.log``,
 ``result.json``); rerunning skips finished runs and resumes unfinished ones, the teacher is trained
 once. At the end ``<work-dir>/table.md`` and ``table.png`` are written (also with ``--table-only``,
-from whatever has finished). Other suites (``--suite``): ``av`` is not written yet; a 3D (BEV)
-suite goes into ``SUITES`` the same way (a list of ``Row``s, common options, path substitutions).
+from whatever has finished).
+
+Suite ``av`` (``--suite av``): the audio-visual demo (configs/av/demo/): a linear probe on the audio
+embeddings (teacher row), the R(2+1)D video student alone, and KD, CRD, RKD, MNF+CSC students;
+video top-1 (``VideoAccuracy``). A 3D (BEV) suite goes into ``SUITES`` the same way (rows, common
+options, path substitutions).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import glob
+import json
 import os
 import os.path as osp
 import platform
@@ -66,7 +72,7 @@ def iter_schedule(iters: int) -> dict:
 # The benchmark data: harder than the demo default (data/shapes/, 64 + 16 images of 1-4 large
 # shapes), so that a bigger teacher has something to teach and the validation set is large enough
 # for seed spread to be small next to the teacher-student gap.
-BENCH_SHAPES = dict(num_train=512, num_val=256, img_size=256, seed=0, max_shapes=8)
+BENCH_SHAPES = dict(num_train=256, num_val=256, img_size=256, seed=0, max_shapes=8)
 BENCH_VARIANT = dict(min_size=0.09, max_size=0.25, min_visible=0.5, clutter=4, shape_noise=24,
                      min_saturation=0.35)
 
@@ -158,11 +164,71 @@ def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, sc
     return rows, substitutions
 
 
+# ------------------------------------------------------------------------------ the audio-visual suite
+AV_DEMO = osp.join(REPO, 'configs', 'av', 'demo')
+# method -> demo config: audio (precomputed embeddings) -> video R(2+1)D student
+AV_METHODS = {'KD': 'kd_r2plus1d_avdemo.py', 'CRD': 'crd_r2plus1d_avdemo.py', 'RKD': 'rkd_r2plus1d_avdemo.py',
+              'MNF-CSC': 'mnfcsc_r2plus1d_avdemo.py'}
+
+
+# The harder audio-visual variant (data/av_bench/): the demo data (data/av_demo/, pixel noise 30,
+# grating amplitude 180) is separable at a glance (the unimodal student reached 100 % top-1), so
+# the class signal is weakened (amplitude 50 under noise 70) and more audio tracks are noisy (70 %).
+AV_BENCH_ROOT = 'data/av_bench/'
+AV_BENCH_VARIANT = dict(visual_noise=70.0, visual_contrast=50.0, noisy_fraction=0.7)
+
+
+def av_bench_transform(cfg: dict) -> dict:
+    """Every ``generate=dict(...)`` of the config (train/val/test sets and the retrieval gallery in
+    ``custom_hooks``) gets the harder variant, so they all agree on the folder's contents."""
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get('generate'), dict):
+                node['generate'] = {**node['generate'], **AV_BENCH_VARIANT}
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+    walk(cfg)
+    return cfg
+
+
+def av_suite(methods):
+    """(rows, path substitutions) of the audio-visual suite: the teacher row is the linear probe on
+    the audio embeddings (KD's soft targets come from it), the baseline the video student alone;
+    every config keeps its own data (data/av_demo/) and schedule."""
+    unknown = [m for m in methods if m not in AV_METHODS]
+    if unknown:
+        raise SystemExit(f'unknown method(s) {unknown}; known: {sorted(AV_METHODS)}')
+    rows = [Row('teacher', osp.join(AV_DEMO, 'probe_embedding_avdemo.py'), role='teacher', seeded=False,
+                baseline=None, note='a linear probe on the precomputed audio embeddings'),
+            Row('baseline', osp.join(AV_DEMO, 'unimodal_r2plus1d_avdemo.py'), role='baseline', baseline=None)]
+    rows += [Row(m, osp.join(AV_DEMO, AV_METHODS[m]), needs=['teacher'] if m == 'KD' else []) for m in methods]
+    return rows, {'work_dirs/probe_embedding_avdemo/epoch_30.pth': '{ckpt:teacher}',
+                  'data/av_demo/': AV_BENCH_ROOT}
+
+
+def _shapes(methods, args):
+    rows, subs = shapes_suite(methods, args.epochs, args.teacher_epochs, args.token_iters, args.score_thr)
+    shapes_args = {**BENCH_SHAPES, 'num_train': args.num_train, 'num_val': args.num_val}
+    header = (f'{args.num_val} generated validation images (`{args.data_root}`), student {args.epochs} '
+              f'epochs of {args.num_train} images, teacher {args.teacher_epochs} epochs')
+    return rows, shapes_data_options(args.data_root, shapes_args, BENCH_VARIANT), subs, header, None
+
+
+def _av(methods, args):
+    rows, subs = av_suite(methods)
+    return (rows, {}, subs, f'the harder generated audio-visual data ({AV_BENCH_ROOT}, {AV_BENCH_VARIANT}), '
+            f'each config\'s schedule', av_bench_transform)
+
+
 SUITES = {
-    # name: (default methods, quick method, metric)
-    'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP'),
-    # 'bev': the 3D suite (SparseKD, sparse imitation vs the LiDAR student) goes here.
-    # 'av': the audio-visual suite (MNF+CSC vs KD, CRD, RKD and the unimodal student) goes here.
+    # name: (default methods, quick method, metric,
+    #        builder(methods, args) -> rows, common options, substitutions, description, transform)
+    'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP', _shapes),
+    'av': (list(AV_METHODS), 'MNF-CSC', 'av/top1', _av),
+    # 'bev': the 3D suite (SparseKD, sparse imitation vs the LiDAR student) goes here, the same way.
 }
 
 
@@ -174,9 +240,9 @@ def parse_args(argv=None):
                    help='teacher, baseline and one method (--methods, default FGD), one seed (--seeds, default 0)')
     p.add_argument('--methods', nargs='+', help='methods (rows) to train (default: all of the suite)')
     p.add_argument('--seeds', nargs='+', type=int, help='seeds (default: 0 1 2; --quick: 0)')
-    p.add_argument('--work-dir', help='default: work_dirs/demo_<suite>[_quick]')
-    p.add_argument('--epochs', type=int, default=6, help='student schedule in epochs (default: 6)')
-    p.add_argument('--teacher-epochs', type=int, default=18, help='teacher schedule in epochs (default: 18)')
+    p.add_argument('--work-dir', help='default: work_dirs/demo_<suite> (shared by --quick and the full table)')
+    p.add_argument('--epochs', type=int, default=4, help='student schedule in epochs (default: 4)')
+    p.add_argument('--teacher-epochs', type=int, default=12, help='teacher schedule in epochs (default: 12)')
     p.add_argument('--token-iters', type=int, default=100, help="MasKD's token stage, iterations (default: 100)")
     p.add_argument('--data-root', default='data/shapes_bench/', help='benchmark data folder')
     p.add_argument('--num-train', type=int, default=BENCH_SHAPES['num_train'])
@@ -206,6 +272,12 @@ def write_table(rows, results, work_dir: str, metric: str, header: str) -> str:
     entries = summarize(rows, results)
     table = format_table(entries, metric)
     notes = [f'- {e["name"]}: {e["note"]}' for e in entries if e.get('note')]
+    for row in rows:
+        for seed_dir in sorted(glob.glob(osp.join(work_dir, row.name, 'seed*'))):
+            failed = osp.join(seed_dir, 'failed.json')
+            if osp.isfile(failed) and not osp.isfile(osp.join(seed_dir, 'result.json')):
+                with open(failed) as f:
+                    notes.append(f'- {row.name} ({osp.basename(seed_dir)}) FAILED: {json.load(f)["error"]}')
     teacher = next((e for e in entries if e['role'] == 'teacher'), None)
     base = next((e for e in entries if e['role'] == 'baseline'), None)
     if teacher and base:
@@ -220,15 +292,13 @@ def write_table(rows, results, work_dir: str, metric: str, header: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    all_methods, quick_method, metric = SUITES[args.suite]
+    all_methods, quick_method, metric, builder = SUITES[args.suite]
     methods = args.methods or ([quick_method] if args.quick else all_methods)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.suite}' + ('_quick' if args.quick else ''))
+    # quick and full share a work dir: the quick rows are runs of the full table (same configs)
+    work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.suite}')
     os.makedirs(work_dir, exist_ok=True)
-    rows, substitutions = shapes_suite(methods, args.epochs, args.teacher_epochs, args.token_iters,
-                                        args.score_thr)
-    shapes_args = {**BENCH_SHAPES, 'num_train': args.num_train, 'num_val': args.num_val}
-    common = shapes_data_options(args.data_root, shapes_args, BENCH_VARIANT)
+    rows, common, substitutions, what, transform = builder(methods, args)
     for item in args.cfg_options:
         key, sep, value = item.partition('=')
         if not sep:
@@ -246,11 +316,9 @@ def main(argv=None) -> int:
 
     log(f'suite {args.suite}: rows {[r.name for r in rows]}, seeds {seeds}, work dir {work_dir}')
     if not args.table_only:
-        run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log)
+        run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log, transform=transform)
     results = load_results(work_dir)
-    header = (f'Suite `{args.suite}`, {metric} on {args.num_val} generated validation images '
-              f'(`{args.data_root}`), student {args.epochs} epochs of {args.num_train} images, teacher '
-              f'{args.teacher_epochs} epochs. Reproduce: `{command}`. Machine: {_machine()}. '
+    header = (f'Suite `{args.suite}`, {metric} on {what}. Reproduce: `{command}`. Machine: {_machine()}. '
               f'This invocation: {(time.time() - start) / 60:.1f} min.')
     text = write_table(rows, [r for r in results if r['row'] in {x.name for x in rows}], work_dir, metric, header)
     log(f'wrote {osp.join(work_dir, "table.md")} and table.png')

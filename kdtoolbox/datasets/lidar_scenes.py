@@ -45,7 +45,6 @@ from mmdet3d.datasets import Det3DDataset
 from mmdet3d.evaluation.metrics import IndoorMetric
 from mmdet3d.structures import LiDARInstance3DBoxes
 
-from ..registry import DATASETS, METRICS
 from .generated import MARKER, generate_once, is_current
 
 __all__ = ['LIDAR_CLASSES', 'LIDAR_FORMAT_VERSION', 'make_lidar_scenes', 'lidar_scenes_is_current',
@@ -185,7 +184,7 @@ def render_scene(rng: np.random.RandomState, pc_range: Sequence[float] = DEFAULT
     return points, boxes_arr, np.asarray(labels, dtype=np.int64), np.asarray(counts, dtype=np.int64)
 
 
-def _scene_rng(seed: int, split: str, index: int) -> np.random.RandomState:
+def scene_rng(seed: int, split: str, index: int) -> np.random.RandomState:
     state = np.random.SeedSequence([seed, _SPLIT_CODE[split], index, 3]).generate_state(4)
     return np.random.RandomState(state)
 
@@ -224,7 +223,7 @@ def _write_split(folder: str, split: str, num: int, seed: int, max_objects: int,
                  pc_range: Sequence[float]) -> None:
     data_list = []
     for index in range(num):
-        points, boxes, labels, counts = render_scene(_scene_rng(seed, split, index), pc_range, max_objects)
+        points, boxes, labels, counts = render_scene(scene_rng(seed, split, index), pc_range, max_objects)
         name = f'{split}_{index:06d}.bin'
         points.tofile(osp.join(folder, 'points', name))
         instances = [{'bbox_3d': [float(v) for v in box], 'bbox_label_3d': int(label),
@@ -283,7 +282,6 @@ def _spconv_cpu_fix() -> None:
         pass
 
 
-@DATASETS.register_module()
 class LidarScenesDataset(Det3DDataset):
     """mmdet3d's ``Det3DDataset`` over :func:`make_lidar_scenes`' files, generated on first use.
 
@@ -341,7 +339,6 @@ def _seven(boxes):
     return type(boxes)(boxes.tensor[:, :7], box_dim=7, with_yaw=boxes.with_yaw)
 
 
-@METRICS.register_module()
 class LidarBoxAPMetric(IndoorMetric):
     """mmdet3d's ``IndoorMetric`` (3D box AP/AR per class at ``iou_thr`` through
     ``mmdet3d.evaluation.functional.indoor_eval``: rotated 3D IoU, mmcv's CPU ``box_iou_rotated``) for

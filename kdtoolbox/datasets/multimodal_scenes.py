@@ -28,8 +28,11 @@ seeded from ``(seed, split, index)``, as the LiDAR scenes; the scene stream is t
 ``modality=dict(use_lidar=True, use_camera=True)``; mmdet3d's ``LoadMultiViewImageFromFiles`` puts
 ``cam2img`` / ``lidar2cam`` per view into the results and ``Pack3DDetInputs`` into the metainfo.
 
-:class:`BoxAP3DMetric`: mmdet3d's ``IndoorMetric`` on the first 7 box values (CenterHead's velocity
-dropped).
+:class:`MultiViewImageResize`: resizes every view and records it in ``img_aug_matrix`` (for full-size
+camera data such as nuScenes in the paper configs).
+
+Evaluation: :class:`kdtoolbox.datasets.lidar_scenes.LidarBoxAPMetric` (mmdet3d's ``IndoorMetric`` on
+the first 7 box values, CenterHead's velocity dropped).
 
 :class:`BEVAugMatrix` (a transform; mmdet3d 1.4 has none for this): after ``GlobalRotScaleTrans`` /
 ``RandomFlip3D`` it writes ``lidar_aug_matrix`` (4x4) with ``p_aug = lidar_aug_matrix @ p_original``,
@@ -49,14 +52,13 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
-from mmdet3d.evaluation.metrics import IndoorMetric
 
 from .generated import MARKER, generate_once, is_current
-from .lidar_scenes import LIDAR_CLASSES, SENSOR_HEIGHT, LidarScenesDataset, _scene_rng, render_scene
+from .lidar_scenes import LIDAR_CLASSES, SENSOR_HEIGHT, LidarScenesDataset, scene_rng, render_scene
 
 __all__ = ['MULTIMODAL_FORMAT_VERSION', 'DEFAULT_RANGE', 'DEFAULT_CAMERAS', 'camera_matrices', 'render_image',
            'make_multimodal_scenes', 'multimodal_scenes_is_current', 'MultiModalScenesDataset', 'BEVAugMatrix',
-           'BoxAP3DMetric']
+           'MultiViewImageResize']
 
 MULTIMODAL_FORMAT_VERSION = 1
 GENERATOR = 'kdtoolbox.datasets.multimodal_scenes'
@@ -192,7 +194,7 @@ def make_multimodal_scenes(root: str, num_train: int = 32, num_val: int = 8, see
         for split, num in (('train', num_train), ('val', num_val)):
             data_list = []
             for index in range(num):
-                points, boxes, labels, counts = render_scene(_scene_rng(seed, split, index), pc_range, max_objects)
+                points, boxes, labels, counts = render_scene(scene_rng(seed, split, index), pc_range, max_objects)
                 name = f'{split}_{index:06d}'
                 points.tofile(osp.join(folder, 'points', name + '.bin'))
                 images = {}
@@ -282,16 +284,27 @@ class BEVAugMatrix(BaseTransform):
         return results
 
 
-class BoxAP3DMetric(IndoorMetric):
-    """mmdet3d's ``IndoorMetric`` (3D box AP at the IoU thresholds, rotated IoU on CPU) for detectors
-    whose boxes carry extra values: predicted ``bboxes_3d`` are cut to their first 7 values
-    ``(x, y, z, l, w, h, yaw)`` (CenterHead's velocity dropped) before matching, as the ground truth
-    (load it with ``with_velocity=False``)."""
+class MultiViewImageResize(BaseTransform):
+    """Resize every view of ``results['img']`` (a list of ``[H, W, 3]``, as mmdet3d's
+    ``LoadMultiViewImageFromFiles`` loads them) by ``scale`` and record it in ``img_aug_matrix``
+    (``[N, 4, 4]``, ``diag(scale, scale, 1, 1)`` composed with any earlier one), so that a view
+    transformer maps resized pixels back to the calibrated camera (``cam2img`` stays the original's).
+    mmdet3d 1.4's core has no multi-view resize that records this (BEVFusion's ``ImageAug3D`` is a
+    project, not the package)."""
 
-    def process(self, data_batch: dict, data_samples) -> None:
-        for sample in data_samples:
-            pred = sample['pred_instances_3d']
-            boxes = pred['bboxes_3d']
-            if boxes.tensor.shape[-1] > 7:
-                pred['bboxes_3d'] = type(boxes)(boxes.tensor[:, :7], box_dim=7, with_yaw=True)
-        super().process(data_batch, data_samples)
+    def __init__(self, scale: float):
+        if not scale > 0:
+            raise ValueError(f'MultiViewImageResize: scale must be > 0, got {scale}')
+        self.scale = float(scale)
+
+    def transform(self, results: dict) -> dict:
+        imgs = results['img']
+        resized = [cv2.resize(img, (int(round(img.shape[1] * self.scale)), int(round(img.shape[0] * self.scale))),
+                              interpolation=cv2.INTER_LINEAR) for img in imgs]
+        step = np.diag([self.scale, self.scale, 1.0, 1.0])
+        previous = results.get('img_aug_matrix', [np.eye(4)] * len(imgs))
+        results['img'] = resized
+        results['img_aug_matrix'] = [(step @ np.asarray(m, dtype=np.float64)).astype(np.float32) for m in previous]
+        results['img_shape'] = resized[0].shape[:2]
+        results['pad_shape'] = resized[0].shape[:2]
+        return results

@@ -24,6 +24,8 @@ Classes. Class ``k`` of ``K`` has
     every class has its own tone) and a teacher has something to add. With
     ``visual_pairs=False`` every class has its own orientation ``pi k / K``, hue ``k / K`` and
     speed ``(-1)^k (1 + k % 3) pi / 4``;
+    The grating spans ``40 + visual_contrast * [0, 1]`` grey levels times the colour (default 180;
+    the harder benchmark variant of ``tools/demo.py --suite av`` lowers it and raises the noise);
   * a class-relevant sound: a harmonic tone at ``f_k = 200 * 1.5^k`` Hz (harmonics 1..3 with
     amplitudes 1, 1/2, 1/3, those under 0.45 * sample_rate) under a pulsing envelope of
     ``2 + k`` Hz, with per-video frequency jitter of +-2 % and a random phase.
@@ -87,8 +89,10 @@ def _rng(seed: int, split: str, index: int) -> np.random.RandomState:
 
 # ------------------------------------------------------------------------------------ visual
 def render_frames(label: int, num_classes: int, num_frames: int, size: int, rng: np.random.RandomState,
-                  visual_pairs: bool = True, visual_noise: float = 12.0) -> np.ndarray:
-    """The frames of one video: uint8 RGB ``[num_frames, size, size, 3]`` (see the module docstring)."""
+                  visual_pairs: bool = True, visual_noise: float = 12.0,
+                  visual_contrast: float = 180.0) -> np.ndarray:
+    """The frames of one video: uint8 RGB ``[num_frames, size, size, 3]`` (see the module docstring);
+    ``visual_contrast``: the grating's amplitude in grey levels (lower: a weaker class signal)."""
     if visual_pairs:
         appearance, num_appearances = label // 2, (num_classes + 1) // 2
         omega = np.pi / 8 if label % 2 == 0 else 3 * np.pi / 8
@@ -104,7 +108,7 @@ def render_frames(label: int, num_classes: int, num_frames: int, size: int, rng:
     frames = np.empty((num_frames, size, size, 3), np.float64)
     for t in range(num_frames):
         wave_ = 0.5 + 0.5 * np.sin(2 * np.pi * spatial_freq * coord + omega * t + phase0)
-        frames[t] = 40 + 180 * wave_[..., None] * colour[None, None, :]
+        frames[t] = 40 + visual_contrast * wave_[..., None] * colour[None, None, :]
     frames += rng.normal(0, visual_noise, frames.shape)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
@@ -176,12 +180,14 @@ def teacher_projection(seed: int, embed_dim: int, num_bands: int = NUM_BANDS) ->
 # ----------------------------------------------------------------------------------- one video
 def make_video(split: str, index: int, *, num_classes: int, num_frames: int, fps: int, frame_size: int,
                sample_rate: int, noise_ratio: float, noisy_fraction: float, embed_dim: int,
-               embed_noise: float, seed: int, visual_pairs: int = 1, visual_noise: float = 12.0) -> dict:
+               embed_noise: float, seed: int, visual_pairs: int = 1, visual_noise: float = 12.0,
+               visual_contrast: float = 180.0) -> dict:
     """Everything about one video: id, label, frames, waveform, teacher embedding, noise info."""
     rng = _rng(seed, split, index)
     label = index % num_classes
     names = class_names(num_classes)
-    frames = render_frames(label, num_classes, num_frames, frame_size, rng, bool(visual_pairs), visual_noise)
+    frames = render_frames(label, num_classes, num_frames, frame_size, rng, bool(visual_pairs), visual_noise,
+                           visual_contrast)
     num_samples = int(round(num_frames / fps * sample_rate))
     audio = class_sound(label, num_samples, sample_rate, rng)
     noisy = bool(rng.uniform() < noisy_fraction) and num_classes > 1 and noise_ratio > 0
@@ -219,12 +225,17 @@ def _write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
 
 # -------------------------------------------------------------------------------- the dataset
 def av_marker(**args) -> dict:
-    return {'generator': GENERATOR, 'format_version': FORMAT_VERSION, 'args': _normalise_args(**args)}
+    a = _normalise_args(**args)
+    for key, default in _OPTIONAL.items():  # added later: recorded only when not default, so
+        if a[key] == default:                # datasets written before keep matching
+            del a[key]
+    return {'generator': GENERATOR, 'format_version': FORMAT_VERSION, 'args': a}
 
 
 _DEFAULTS = dict(num_classes=4, num_train=48, num_val=16, num_frames=16, fps=8, frame_size=32,
                  sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=128, embed_noise=0.1,
-                 visual_pairs=1, visual_noise=12.0, num_mp4=4, seed=0)
+                 visual_pairs=1, visual_noise=12.0, num_mp4=4, seed=0, visual_contrast=180.0)
+_OPTIONAL = dict(visual_contrast=180.0)
 
 
 def _normalise_args(**args) -> dict:
@@ -232,7 +243,7 @@ def _normalise_args(**args) -> dict:
     if unknown:
         raise TypeError(f'make_av_dataset: unknown arguments {sorted(unknown)} (allowed: {sorted(_DEFAULTS)})')
     out = dict(_DEFAULTS, **args)
-    floats = {'noise_ratio', 'noisy_fraction', 'embed_noise', 'visual_noise'}
+    floats = {'noise_ratio', 'noisy_fraction', 'embed_noise', 'visual_noise', 'visual_contrast'}
     for key in floats:
         out[key] = float(out[key])
     for key in set(out) - floats:
@@ -253,6 +264,8 @@ def _check_args(a: dict) -> None:
         raise ValueError('noise_ratio and noisy_fraction must lie in [0, 1]')
     if a['embed_dim'] < 1 or a['embed_noise'] < 0 or a['visual_noise'] < 0:
         raise ValueError('embed_dim must be >= 1, embed_noise and visual_noise >= 0')
+    if not 0 < a['visual_contrast'] <= 215:
+        raise ValueError(f"visual_contrast must lie in (0, 215], got {a['visual_contrast']}")
 
 
 def _complete(root: str, a: dict) -> bool:
@@ -315,7 +328,7 @@ def make_av_dataset(root: str, force: bool = False, **args) -> str:
     Arguments (defaults): num_classes=4, num_train=48, num_val=16, num_frames=16, fps=8,
     frame_size=32, sample_rate=16000, noise_ratio=0.5, noisy_fraction=0.5, embed_dim=128,
     embed_noise=0.1, visual_pairs=1 (classes share appearance in pairs), visual_noise=12 (pixel
-    noise std), num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed),
+    noise std), visual_contrast=180 (grating amplitude; lower: weaker class signal), num_mp4=4 (mp4 files for the first videos of each split; 0: no PyAV needed),
     seed=0. ``force`` regenerates even when current.
     """
     a = _normalise_args(**args)

@@ -37,8 +37,8 @@ def _matrices(metas: Sequence[dict], key: str, num_views: int, device, default: 
     for b, meta in enumerate(metas):
         value = meta.get(key, default)
         if value is None:
-            raise KeyError(f'LSSViewTransformer: data sample {b} has no {key!r} in its metainfo '
-                           f'(the pipeline must carry the camera calibration, see kdtoolbox.datasets.multimodal_scenes)')
+            raise KeyError(f'LSSViewTransformer: data sample {b} has no {key!r} in its metainfo (the pipeline '
+                           f'must carry the camera calibration, see kdtoolbox.datasets.multimodal_scenes)')
         arr = np.asarray(value if not isinstance(value, torch.Tensor) else value.cpu().numpy(), dtype=np.float64)
         if per_view and arr.ndim == 2:  # one matrix for every view (e.g. a default)
             arr = np.broadcast_to(arr, (num_views,) + arr.shape)

@@ -2,7 +2,7 @@
 import importlib
 
 #: modules of this package in the lidar group, one per method / component family
-MODULES = ('sparsekd', 'sparse_imitation')
+MODULES = ('lidar_data', 'sparsekd', 'sparse_imitation')
 
 
 def register(registry):

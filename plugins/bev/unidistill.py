@@ -40,8 +40,8 @@ from kdtoolbox.engine import BaseDistiller, DistillContext, Records
 from kdtoolbox.ops.bev import BEVGrid, sample_bev
 from kdtoolbox.ops.bev_masks import bev_box_keypoints, gaussian_bev_masks
 
-from .camera_common import (clip_sigmoid, as_map, check_grids, find_center_head, gt_boxes_3d, head_grid, head_maps,
-                            head_recorders, resample_to, zero_loss)
+from .camera_common import (as_map, check_grids, clip_sigmoid, find_center_head, gt_boxes_3d, head_grid,
+                            head_maps, head_recorders, resample_to, zero_loss)
 
 
 def batch_keypoints(boxes_list, device) -> tuple[torch.Tensor, torch.Tensor]:

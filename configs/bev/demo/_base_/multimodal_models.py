@@ -76,3 +76,13 @@ student_model = dict(
     bbox_head=dict(center_head, in_channels=96),
     train_cfg=head_train_cfg,
     test_cfg=head_test_cfg)
+
+# lidar_student_model, a LiDAR student for the LiDAR -> LiDAR path (UniDistill): the teacher at half width
+# (pillar features 32, SECOND 32 / 64, neck 64 channels) on the same grid.
+lidar_student_model = dict(
+    teacher_model,
+    pts_voxel_encoder=dict(teacher_model['pts_voxel_encoder'], feat_channels=(32, )),
+    pts_middle_encoder=dict(type='PointPillarsScatter', in_channels=32, output_shape=(64, 64)),
+    pts_backbone=dict(teacher_model['pts_backbone'], in_channels=32, out_channels=[32, 64]),
+    pts_neck=dict(teacher_model['pts_neck'], in_channels=[32, 64], out_channels=[32, 32]),
+    pts_bbox_head=dict(center_head, in_channels=64))

@@ -68,9 +68,8 @@ val_dataloader = dict(
         pipeline=test_pipeline, metainfo=metainfo, modality=input_modality, box_type_3d='LiDAR',
         test_mode=True, backend_args=backend_args, with_velocity=False, **scene_args))
 test_dataloader = val_dataloader
-# CenterHead predicts 9-value boxes (with the zero velocity it is trained on); IndoorMetric compares
-# 7-value boxes: BoxAP3DMetric drops the velocity first.
-val_evaluator = dict(type='kdtoolbox.BoxAP3DMetric', iou_thr=[0.25, 0.5])
+# CenterHead predicts 9-value boxes (with the zero velocity it is trained on): LidarBoxAPMetric (mmdet3d's IndoorMetric) cuts predicted and GT boxes to 7 values (velocity dropped) first.
+val_evaluator = dict(type='kdtoolbox.LidarBoxAPMetric', iou_thr=[0.25, 0.5])
 test_evaluator = val_evaluator
 
 max_epochs = 20
