@@ -112,6 +112,10 @@ class DeFeat(BaseDistiller):
         roi_head: the attribute path of the RoI head in both models.
     """
 
+    #: the RoI head's inputs are not recorded on a batch where no RoI was sampled (handled in forward)
+    optional_records = ('student.rois', 'student.cls')
+
+
     def __init__(self, student_channels: Union[int, Sequence[int]] = 256,
                  teacher_channels: Union[int, Sequence[int]] = 256, num_levels: int = 5,
                  student_module: str = 'neck', teacher_module: str = 'neck',

@@ -372,6 +372,10 @@ class MasKD(BaseDistiller):
         eps: the guard of ``sum_hw M_k``.
     """
 
+    #: the RoI head's inputs are not recorded on a batch where no RoI was sampled (handled in forward)
+    optional_records = ('student.rois', 'student.roi_reg')
+
+
     def __init__(self, tokens_checkpoint: Optional[str] = None,
                  student_channels: Union[int, Sequence[int]] = 256,
                  teacher_channels: Union[int, Sequence[int]] = 256, num_levels: int = 5,
