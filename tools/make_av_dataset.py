@@ -27,6 +27,7 @@ HELP = {
     'embed_dim': 'teacher embedding size', 'embed_noise': 'std of the Gaussian noise on the embeddings',
     'visual_pairs': '1: classes 2j and 2j+1 look alike and differ by drift speed only; 0: all distinct',
     'visual_noise': 'std of the Gaussian pixel noise',
+    'visual_contrast': 'amplitude of the class grating in grey levels (lower: a weaker class signal)',
     'num_mp4': 'mp4 files for the first videos of each split (needs PyAV)', 'seed': 'random seed'}
 
 
