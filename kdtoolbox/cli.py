@@ -39,7 +39,8 @@ def _export(args) -> int:
 def _visualize(args) -> int:
     from .visualize import visualize
     entries = visualize(args.config, args.image, args.out, teacher_checkpoint=args.teacher_checkpoint,
-                        checkpoint=args.checkpoint, ann=args.ann, index=args.index, cfg_options=args.cfg_options)
+                        checkpoint=args.checkpoint, ann=args.ann, index=args.index, cfg_options=args.cfg_options,
+                        split=args.split, seed=args.seed)
     print(f'wrote {len(entries)} map(s) to {args.out} (index.html, index.json)')
     return 0
 
@@ -66,7 +67,11 @@ def _add_visualize(sub) -> None:
     vis.add_argument('image', nargs='?', help='an image file (or use --index)')
     vis.add_argument('--out', required=True, help='the folder to write the PNGs, index.json and index.html to')
     vis.add_argument('--ann', help="a COCO json with the image's boxes (default: the config's train annotations)")
-    vis.add_argument('--index', type=int, help='use item N of the train data set instead of an image (BEV inputs)')
+    vis.add_argument('--index', type=int, help='use item N of a data set instead of an image (BEV inputs)')
+    vis.add_argument('--split', choices=('train', 'val', 'test'), default='train',
+                     help="--index's data set: 'train' (its pipeline, seeded augmentation) or 'val'/'test' "
+                          '(the test pipeline with the GT boxes, no augmentation)')
+    vis.add_argument('--seed', type=int, default=0, help="the augmentation seed of --split train")
     vis.add_argument('--teacher-checkpoint', help="override model.teacher_checkpoint ('none': random teacher)")
     vis.add_argument('--checkpoint', help='a training checkpoint (or work dir): its student and distiller weights')
     vis.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')

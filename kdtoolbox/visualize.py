@@ -5,6 +5,11 @@ student and the distiller from ``--checkpoint`` if given), the input goes throug
 test pipeline (with its GT boxes: ``--ann COCO_JSON``, or the config's own train / val / test
 annotation file that lists the image), one preprocess + teacher + student pass records the features, and the
 distiller's :meth:`~kdtoolbox.engine.BaseDistiller.visual_maps` gives the maps (see its convention).
+Inputs that are not one image (point clouds, point clouds + multi-view cameras) are item ``index`` of
+a data set of the config (:func:`load_dataset_sample`: the train data set through its own pipeline,
+seeded, or the val / test data set through its test pipeline with the GT boxes loaded); their maps
+are all drawn alone. BEV distillers give metric points through :func:`metric_to_points` and cell
+indices through :func:`flat_index_points`.
 For each map NAME two PNGs are written to the output folder:
 
 - ``NAME.png``: for people. Image-aligned maps (FPN grids) are upsampled with nearest to the padded
@@ -126,14 +131,130 @@ def load_image_sample(cfg, image_path: str, ann_file: Optional[str] = None) -> t
     return Compose(pipeline_with_boxes(cfg))(results), len(instances)
 
 
-def load_dataset_sample(cfg, index: int) -> dict:
-    """Item ``index`` of the config's train data set, through its own pipeline (for inputs that are
-    not single images: point clouds, multi-view cameras)."""
-    from mmengine.registry import DATASETS
-    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+#: dataset splits ``--index`` can read, and the config key of each
+SPLITS = dict(train='train_dataloader', val='val_dataloader', test='test_dataloader')
+#: transform types that mark a 3D (point cloud / multi-view) pipeline
+_3D_MARKERS = ('LoadPointsFromFile', 'LoadMultiViewImageFromFiles', 'Pack3DDetInputs')
+
+
+def _type_name(transform) -> str:
+    return str(transform.get('type', '')).split('.')[-1]
+
+
+def is_3d_pipeline(pipeline: Sequence) -> bool:
+    """Whether a pipeline loads point clouds or multi-view images (mmdet3d) rather than one image."""
+    return any(_type_name(t) in _3D_MARKERS for t in pipeline)
+
+
+def pipeline_with_boxes_3d(pipeline: Sequence) -> list:
+    """A 3D test pipeline that also loads and packs the GT boxes: ``LoadAnnotations3D`` (3D boxes and
+    labels) right after the first loading transform, ``ObjectRangeFilter`` after a
+    ``PointsRangeFilter`` (with its range, as the train pipelines do), and ``gt_bboxes_3d`` /
+    ``gt_labels_3d`` added to ``Pack3DDetInputs``' keys. Transforms already there are kept."""
+    pipeline = [copy.deepcopy(dict(t)) for t in pipeline]
+    names = [_type_name(t) for t in pipeline]
+    if 'LoadAnnotations3D' not in names:
+        first = next((i for i, n in enumerate(names) if n.startswith('Load')), -1)
+        pipeline.insert(first + 1, dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True))
+    names = [_type_name(t) for t in pipeline]
+    if 'ObjectRangeFilter' not in names and 'PointsRangeFilter' in names:
+        i = names.index('PointsRangeFilter')
+        pipeline.insert(i + 1, dict(type='ObjectRangeFilter',
+                                    point_cloud_range=list(pipeline[i]['point_cloud_range'])))
+    for t in pipeline:
+        if _type_name(t) == 'Pack3DDetInputs':
+            t['keys'] = list(t.get('keys', [])) + [k for k in ('gt_bboxes_3d', 'gt_labels_3d')
+                                                   if k not in t.get('keys', [])]
+    return pipeline
+
+
+def _dataset_cfg(cfg, split: str) -> dict:
+    if split not in SPLITS:
+        raise ValueError(f'visualize: split must be one of {sorted(SPLITS)}, got {split!r}')
+    dataset = copy.deepcopy((cfg.get(SPLITS[split]) or {}).get('dataset'))
+    if not dataset:
+        raise KeyError(f'visualize: the config has no {SPLITS[split]}.dataset to take item --index from')
+    return dataset
+
+
+def load_dataset_sample(cfg, index: int, split: str = 'train', seed: int = 0) -> dict:
+    """Item ``index`` of the config's ``split`` data set (for inputs that are not single images:
+    point clouds, multi-view cameras), with its GT boxes.
+
+    - ``'train'``: the train data set through its own pipeline, augmentations included (what the
+      distiller sees in training), the random generators seeded with ``seed`` so that a run is
+      repeatable. An item whose boxes the pipeline filters out entirely is an error (a data set in
+      training mode would silently give a random other item).
+    - ``'val'`` / ``'test'``: that data set through its test pipeline, with the GT boxes loaded (2D:
+      :func:`pipeline_with_boxes`; 3D: :func:`pipeline_with_boxes_3d`, the annotations parsed as in
+      training mode, ``with_velocity`` as in the train data set so that the boxes have the values the
+      heads train on). No augmentation: the same sample every run.
+    """
+    from mmengine.registry import DATASETS, init_default_scope
+    from mmengine.runner import set_random_seed
+    init_default_scope(cfg.get('default_scope', 'mmdet'))  # the pipeline's transforms live in that scope
+    dataset_cfg = _dataset_cfg(cfg, split)
+    if split != 'train':
+        pipeline = dataset_cfg.get('pipeline') or []
+        if is_3d_pipeline(pipeline):
+            dataset_cfg['pipeline'] = pipeline_with_boxes_3d(pipeline)
+            # the boxes in the format the heads train on: mmdet3d data sets (NuScenesDataset, ...) drop the
+            # velocity for evaluation (with_velocity=False), which a CenterHead with a vel branch cannot take
+            train = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+            while 'dataset' in train:
+                train = train['dataset']
+            if 'with_velocity' in train:
+                dataset_cfg['with_velocity'] = train['with_velocity']
+            else:  # the train data set uses the class default
+                dataset_cfg.pop('with_velocity', None)
+        else:
+            dataset_cfg['pipeline'] = pipeline_with_boxes(dict(test_dataloader=dict(dataset=dataset_cfg)))
+    dataset = DATASETS.build(dataset_cfg)
+    if hasattr(dataset, 'full_init'):
+        dataset.full_init()
     if not 0 <= index < len(dataset):
-        raise IndexError(f'visualize: --index {index} is outside the train data set (0..{len(dataset) - 1})')
-    return dataset[index]
+        raise IndexError(f'visualize: --index {index} is outside the {split} data set (0..{len(dataset) - 1})')
+    set_random_seed(seed)
+    if split != 'train' and is_3d_pipeline(dataset_cfg['pipeline']):
+        # test-mode mmdet3d data sets keep the annotations as eval_ann_info; LoadAnnotations3D reads ann_info
+        info = copy.deepcopy(dataset.get_data_info(index))
+        if 'ann_info' not in info:
+            info['ann_info'] = info.get('eval_ann_info') or dataset.parse_ann_info(info)
+        info['box_type_3d'], info['box_mode_3d'] = dataset.box_type_3d, dataset.box_mode_3d
+        sample = dataset.pipeline(info)
+    elif hasattr(dataset, 'prepare_data'):
+        sample = dataset.prepare_data(index)
+    else:  # a data set wrapper (RepeatDataset, CBGSDataset, ...)
+        sample = dataset[index]
+    if sample is None:
+        raise ValueError(f'visualize: item {index} of the {split} data set has no GT box left after its pipeline '
+                         f'(filtered out); choose another --index')
+    return sample
+
+
+def metric_to_points(xy: torch.Tensor, grid, batch_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Metric BEV points ``xy [P, 2]`` (metres) as ``NAME.points`` of a map on ``grid`` (a
+    :class:`kdtoolbox.ops.bev.BEVGrid`): ``[P, 2]`` ``(x, y)`` in cell units with integers at the
+    cell centres (``col - 0.5``, ``row - 0.5`` of :func:`~kdtoolbox.ops.bev.metric_to_grid`), or
+    ``[P, 3]`` with ``batch_index [P]`` first."""
+    from .ops.bev import metric_to_grid
+    col, row = metric_to_grid(xy.float(), grid)
+    points = torch.stack([col - 0.5, row - 0.5], dim=-1)
+    if batch_index is not None:
+        points = torch.cat([batch_index.to(points)[:, None], points], dim=1)
+    return points
+
+
+def flat_index_points(index: torch.Tensor, width: int, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Flat cell indices ``row * width + col`` ``[B, K]`` (kept where ``keep [B, K]``) as
+    ``NAME.points`` ``[P, 3]`` rows ``(batch, col, row)``."""
+    b, k = index.shape
+    batch = torch.arange(b, device=index.device)[:, None].expand(b, k)
+    if keep is None:
+        keep = torch.ones_like(index, dtype=torch.bool)
+    keep = keep.bool()
+    index, batch = index[keep].long(), batch[keep]
+    return torch.stack([batch, index % width, torch.div(index, width, rounding_mode='floor')], dim=1).float()
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -265,8 +386,9 @@ def render(maps: dict[str, torch.Tensor], out_dir: str, image: Optional[np.ndarr
 
 def visualize(config: str, image: Optional[str], out_dir: str, teacher_checkpoint: Optional[str] = None,
               checkpoint: Optional[str] = None, ann: Optional[str] = None, index: Optional[int] = None,
-              cfg_options: Optional[dict] = None) -> list[dict]:
-    """The whole tool: config + image (or data set ``index``) -> PNGs and index in ``out_dir``."""
+              cfg_options: Optional[dict] = None, split: str = 'train', seed: int = 0) -> list[dict]:
+    """The whole tool: config + image (or item ``index`` of the ``split`` data set, see
+    :func:`load_dataset_sample`) -> PNGs and index in ``out_dir``."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -279,8 +401,11 @@ def visualize(config: str, image: Optional[str], out_dir: str, teacher_checkpoin
         cfg.model.teacher_checkpoint = None if teacher_checkpoint.lower() == 'none' else teacher_checkpoint
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     if (image is None) == (index is None):
-        raise ValueError('visualize: give an IMAGE or --index N (an item of the train data set), not both')
-    sample = load_image_sample(cfg, image, ann)[0] if image is not None else load_dataset_sample(cfg, index)
+        raise ValueError('visualize: give an IMAGE or --index N (an item of a data set), not both')
+    if image is not None:
+        sample = load_image_sample(cfg, image, ann)[0]
+    else:
+        sample = load_dataset_sample(cfg, index, split, seed)
     model = build_model(cfg, checkpoint)
     maps, batch = distiller_maps(model, sample)
     if not maps:

@@ -108,6 +108,31 @@ def test_a_distiller_that_fails_for_another_reason_is_reported_with_the_record_s
         run_preflight(model, raw_batch())
 
 
+def test_detection_distillers_name_their_channel_keys():
+    # a 32-channel student FPN against the 64-channel teacher, with the distillers' channels left at 64
+    student = retinanet_cfg(18)
+    student['neck']['out_channels'] = student['bbox_head']['in_channels'] = student['bbox_head']['feat_channels'] = 32
+    model = build(dict(type='FitNet', student_channels=64, teacher_channels=64, num_levels=5), student=student)
+    with pytest.raises(PreflightError) as exc:
+        run_preflight(model, raw_batch())
+    msg = str(exc.value)
+    assert "distiller (FitNet, fpn0): student 'features[0]' (2, 32, 8, 8) vs teacher 'features[0]' (2, 64, 8, 8): " \
+           "the student adapter distiller.student_channels / teacher_channels (level 0: ConvAdapter 64 -> 64) " \
+           "cannot take the student feature" in msg, msg
+    assert 'set its input channels to 32' in msg and 'fpn4' in msg
+    # PFI builds no adapter for equal channels: the pair names the channels to set
+    model = build(dict(type='RankMimicPFI', student_channels=64, teacher_channels=64), student=student)
+    with pytest.raises(PreflightError, match=r"distiller \(RankMimicPFI, PFI level 0\): student "
+                                             r"'neck.fpn_convs.0.conv' \(2, 32, 8, 8\) and teacher "
+                                             r"'neck.fpn_convs.0.conv' \(2, 64, 8, 8\) do not meet: they differ in "
+                                             r"channels \(32 vs 64\).*student_channels=32 / teacher_channels=64"):
+        run_preflight(model, raw_batch())
+    # the fixes that the messages name make both pass, with one pair per level
+    for cfg in (dict(type='FitNet', student_channels=32, teacher_channels=64, num_levels=5),
+                dict(type='RankMimicPFI', student_channels=32, teacher_channels=64)):
+        assert run_preflight(build(cfg, student=student), raw_batch())['pairs'] == 5
+
+
 def test_default_pairs_are_same_named_records_level_by_level():
     s = [torch.zeros(1, 8, 4, 4), torch.zeros(1, 8, 2, 2)]
     t = [torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 1, 1), torch.zeros(1, 3)]

@@ -174,6 +174,24 @@ class BEVDistill(BaseDistiller):
             'bevdistill.loss_box': self.weights['box'] * teacher_box_loss(reg_s, reg_t, hm_t, self.max_teacher_boxes),
         }
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """``bev/fg_mask``: the Gaussian foreground mask of the dense loss ``[B, H, W]`` with the GT box
+        centres as points; ``bev/student_score``: the student's class-agnostic heatmap probability
+        ``[B, H, W]`` with the instance positions of the contrastive loss (its top-``K`` peaks) as
+        points. The same functions and arguments as :meth:`forward`."""
+        from kdtoolbox.visualize import metric_to_points
+        grid = self.student_grid
+        hm_s = head_maps(student, 'head', self.num_tasks[0], self.reg_names)[0]
+        boxes = [b.to(hm_s.device) for b in gt_boxes_3d(context.data_samples, 'BEVDistill')]
+        fg = gaussian_bev_masks(boxes, grid, **self.fg_mask)
+        centres = torch.cat([b[:, :2] for b in boxes]).float()
+        batch = torch.cat([torch.full((len(b),), i, device=hm_s.device) for i, b in enumerate(boxes)])
+        positions = self.instance_positions(hm_s, grid)  # [B, K, 2]
+        pos_batch = torch.arange(len(positions), device=hm_s.device).repeat_interleave(positions.shape[1])
+        return {'bev/fg_mask': fg, 'bev/fg_mask.points': metric_to_points(centres, grid, batch),
+                'bev/student_score': torch.sigmoid(hm_s).amax(dim=1),
+                'bev/student_score.points': metric_to_points(positions.reshape(-1, 2), grid, pos_batch)}
+
 
 def register(registry):
     registry.distiller(BEVDistill)

@@ -83,6 +83,12 @@ def region_masks(boxes: Sequence[torch.Tensor], grid: BEVGrid,
     return dict(fg=inside, bg=bg, fp=fp_mask, scale=scale, fp_scale=fp_scale)
 
 
+@torch.no_grad()
+def mixed_spatial_attention(feat_s: torch.Tensor, feat_t: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """``A_s = (A_s(F_T) + A_s(F_S')) / 2`` (``'teacher_student'``), ``[B, H, W]``, detached."""
+    return (spatial_attention(feat_t, temperature) + spatial_attention(feat_s, temperature)) / 2
+
+
 def distillbev_terms(feat_s: torch.Tensor, feat_t: torch.Tensor, regions: dict[str, torch.Tensor],
                      temperature: float = 0.5) -> dict[str, torch.Tensor]:
     """Unweighted ``L_fg, L_bg, L_fp`` of the module docstring. ``feat_s`` is the adapted student map,
@@ -90,7 +96,7 @@ def distillbev_terms(feat_s: torch.Tensor, feat_t: torch.Tensor, regions: dict[s
     feat_t = feat_t.detach()
     b = feat_s.shape[0]
     with torch.no_grad():
-        att_s = (spatial_attention(feat_t, temperature) + spatial_attention(feat_s, temperature)) / 2
+        att_s = mixed_spatial_attention(feat_s, feat_t, temperature)
         att_c = channel_attention(feat_t, temperature)  # [B, C]
     sq = (feat_s - feat_t) ** 2
     per_cell = sq.sum(dim=1) * att_s  # [B, H, W]
@@ -169,19 +175,25 @@ class DistillBEV(BaseDistiller):
         gt = gaussian_bev_masks(boxes, grid, **self.gt_heatmap)
         return (score > self.fp_threshold) & (gt < self.fp_threshold)
 
+    def _tap(self, name: str, student: Records, teacher: Records, context: DistillContext, boxes=None):
+        """One tap's ``(adapted student map, teacher map, GT boxes, grid, false-positive cells or None)``;
+        ``boxes``: the batch's GT boxes if already read."""
+        feat_t = self._map(teacher, name)
+        feat_s = apply_adapter(self.adapters[name], self._map(student, name), feat_t)
+        if feat_s.shape != feat_t.shape:
+            raise ValueError(f'DistillBEV tap {name!r}: adapted student map {tuple(feat_s.shape)} vs teacher '
+                             f'{tuple(feat_t.shape)} (set adapter/channels so that they agree)')
+        if boxes is None:
+            boxes = [b.to(feat_t.device) for b in gt_boxes_3d(context.data_samples, 'DistillBEV')]
+        grid = grid_of_map(feat_t, self.grid)
+        fp = self.false_positive_cells(teacher, boxes, grid) if self.taps[name].get('false_positives') else None
+        return feat_s, feat_t, boxes, grid, fp
+
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         losses = {}
         boxes = None
-        for name, spec in self.taps.items():
-            feat_t = self._map(teacher, name)
-            feat_s = apply_adapter(self.adapters[name], self._map(student, name), feat_t)
-            if feat_s.shape != feat_t.shape:
-                raise ValueError(f'DistillBEV tap {name!r}: adapted student map {tuple(feat_s.shape)} vs teacher '
-                                 f'{tuple(feat_t.shape)} (set adapter/channels so that they agree)')
-            if boxes is None:
-                boxes = [b.to(feat_t.device) for b in gt_boxes_3d(context.data_samples, 'DistillBEV')]
-            grid = grid_of_map(feat_t, self.grid)
-            fp = self.false_positive_cells(teacher, boxes, grid) if spec.get('false_positives') else None
+        for name in self.taps:
+            feat_s, feat_t, boxes, grid, fp = self._tap(name, student, teacher, context, boxes)
             terms = distillbev_terms(feat_s, feat_t, region_masks(boxes, grid, fp), self.temperature)
             losses[f'{name}.loss_fg'] = self.weights['fg'] * terms['fg']
             losses[f'{name}.loss_bg'] = self.weights['bg'] * terms['bg']
@@ -192,6 +204,28 @@ class DistillBEV(BaseDistiller):
                 target = feat_t.detach().mean(dim=1, keepdim=True)
                 losses[f'{name}.loss_spatial'] = self.weights['spatial'] * (pred - target).abs().sum() / feat_s.shape[0]
         return losses
+
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """Per tap ``bev/<tap>/fg``, ``bev/<tap>/bg`` and (taps with false positives) ``bev/<tap>/fp``:
+        the regions of :func:`region_masks` ``[B, H, W]`` (0/1, a partition of the tap's grid), the GT
+        box centres as points over ``fg``; ``bev/<tap>/scale`` (``S``) and ``bev/<tap>/attention``
+        (the detached spatial attention ``A_s`` of the loss). Computed by the functions
+        :meth:`forward` uses, on the same inputs."""
+        from kdtoolbox.visualize import metric_to_points
+        maps, boxes = {}, None
+        for name in self.taps:
+            feat_s, feat_t, boxes, grid, fp = self._tap(name, student, teacher, context, boxes)
+            regions = region_masks(boxes, grid, fp)
+            centres = torch.cat([b[:, :2] for b in boxes]).float()
+            batch = torch.cat([torch.full((len(b),), i, device=feat_t.device) for i, b in enumerate(boxes)])
+            maps[f'bev/{name}/fg'] = regions['fg']
+            maps[f'bev/{name}/fg.points'] = metric_to_points(centres, grid, batch)
+            maps[f'bev/{name}/bg'] = regions['bg']
+            if fp is not None:
+                maps[f'bev/{name}/fp'] = regions['fp']
+            maps[f'bev/{name}/scale'] = regions['scale']
+            maps[f'bev/{name}/attention'] = mixed_spatial_attention(feat_s, feat_t, self.temperature)
+        return maps
 
 
 def register(registry):

@@ -389,6 +389,25 @@ class SparseKD(BaseDistiller):
             losses['sparsekd.loss_reg'] = reg_total / self.num_tasks
         return losses
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """Per task ``t``: ``bev/task<t>/teacher_heatmap`` (``max_k P_T``, ``[B, H, W]`` on the teacher's
+        grid) with the teacher's GT centre cells (the positions of the regression KD) as points, and
+        ``bev/task<t>/pivotal_mask``: the pivotal-position mask ``M`` of the heatmap KD (the same
+        :func:`pivotal_mask` call as :meth:`forward`, on the teacher's own target assignment)."""
+        from kdtoolbox.visualize import flat_index_points
+        if not self._models:
+            raise RuntimeError('SparseKD: check_models() was not called (build it inside a DistillationModel)')
+        heatmaps, inds, masks = self._teacher_targets(context)
+        maps = {}
+        for t in range(self.num_tasks):
+            t_prob = clip_sigmoid(teacher[f't{t}.heatmap'])
+            mask = pivotal_mask(t_prob, heatmaps[t] if self.fg_mask else None, self.score_thresh,
+                                self.soft_mask, self.rank)
+            maps[f'bev/task{t}/teacher_heatmap'] = t_prob.amax(dim=1)
+            maps[f'bev/task{t}/teacher_heatmap.points'] = flat_index_points(inds[t], t_prob.shape[-1], masks[t])
+            maps[f'bev/task{t}/pivotal_mask'] = mask
+        return maps
+
 
 def register(registry):
     """Register this module's components with the plugin's registrar."""

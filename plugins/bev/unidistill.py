@@ -183,6 +183,26 @@ class UniDistill(BaseDistiller):
             'unidistill.loss_reg': self.weights['response'] * loss_reg,
         }
 
+    def visual_maps(self, student: Records, teacher: Records, context: DistillContext) -> dict:
+        """``bev/teacher_low`` and ``bev/teacher_high`` (``mean_c |F_T|`` of the teacher's low- and
+        high-level maps, ``[B, H, W]``) with the 9 keypoints of every GT box as points (``[P, 3]``,
+        batch index first), and ``bev/response_mask``: the Gaussian mask ``G`` of the response terms,
+        ``[B, H, W]``, with the box centres as points. Keypoints and mask are those :meth:`forward`
+        uses (same functions, same arguments)."""
+        from kdtoolbox.visualize import metric_to_points
+        grid = self.student_grid
+        low_s, low_t = self._pair(student, teacher, 'low')
+        high_t = self._pair(student, teacher, 'high')[1]
+        boxes = gt_boxes_3d(context.data_samples, 'UniDistill')
+        keypoints, valid = batch_keypoints(boxes, low_t.device)  # [B, M, 9, 2], [B, M]
+        batch = torch.arange(len(valid), device=valid.device)[:, None].expand_as(valid)
+        points = metric_to_points(keypoints[valid].reshape(-1, 2), grid, batch[valid].repeat_interleave(9))
+        centres = metric_to_points(keypoints[valid][:, 0], grid, batch[valid])
+        mask = gaussian_bev_masks([b.to(low_t.device) for b in boxes], grid, **self.response_mask)
+        return {'bev/teacher_low': low_t.abs().mean(dim=1), 'bev/teacher_low.points': points,
+                'bev/teacher_high': high_t.abs().mean(dim=1), 'bev/teacher_high.points': points,
+                'bev/response_mask': mask, 'bev/response_mask.points': centres}
+
 
 def register(registry):
     registry.distiller(UniDistill)

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from kdtoolbox.adapters import ConvAdapter
-from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine import BaseDistiller, DistillContext, FeaturePair, Records
 from kdtoolbox.losses import feature_mse
 
 
@@ -58,6 +58,19 @@ class FitNet(BaseDistiller):
         feature_mse(torch.zeros(1), torch.zeros(1), reduction)  # validate the reduction now
         self.loss_weight = loss_weight
         self.reduction = reduction
+
+    def feature_pairs(self, student: Records, teacher: Records) -> list[FeaturePair]:
+        """Per level, the student's feature through its adapter against the teacher's; a mismatch
+        names the level's ``student_channels`` / ``teacher_channels`` entry that builds the adapter."""
+        s_levels, t_levels = student['features'], teacher['features']
+        pairs = []
+        for level, adapter in enumerate(self.adapters[:min(len(s_levels), len(t_levels))]):
+            key = (f'distiller.student_channels / teacher_channels (level {level}: ConvAdapter '
+                   f'{adapter.conv.in_channels} -> {adapter.conv.out_channels})')
+            pairs.extend(FeaturePair.from_values(f'features[{level}]', f'features[{level}]', s_levels[level],
+                                                 t_levels[level], student_adapter=adapter, student_adapter_key=key,
+                                                 where=f'distiller (FitNet, fpn{level})'))
+        return pairs
 
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         s_levels, t_levels = student['features'], teacher['features']

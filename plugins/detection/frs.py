@@ -48,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdtoolbox.adapters import ConvAdapter
-from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine import BaseDistiller, DistillContext, FeaturePair, Records
 from kdtoolbox.engine.checks import require_same_num_classes
 
 _FPN5 = tuple(f'neck.fpn_convs.{i}.conv' for i in range(5))
@@ -167,6 +167,23 @@ class FRS(BaseDistiller):
             raise ValueError(f'FRS: {owner} module {self.student_recorders["feats"]!r} must output a '
                              f'tuple of at least {self.num_levels} levels')
         return list(feats[:self.num_levels])
+
+    def feature_pairs(self, student: Records, teacher: Records) -> list[FeaturePair]:
+        """Per level, the student's FPN feature through its adapter against the teacher's (none when
+        the feature term is off); a mismatch names ``student_channels`` / ``teacher_channels``, which
+        build the adapters. The score maps are not paired: their class count is checked when the
+        model is built, and their grids are those of the features."""
+        if self.adapters is None:
+            return []
+        s_feats, t_feats = self._features(student, 'student'), self._features(teacher, 'teacher')
+        pairs = []
+        for i, (s, t, adapter) in enumerate(zip(s_feats, t_feats, self.adapters)):
+            key = (f'distiller.student_channels / teacher_channels (level {i}: ConvAdapter '
+                   f'{adapter.conv.in_channels} -> {adapter.conv.out_channels})')
+            name = self.student_recorders['feats'] + f'[{i}]' if self.tuple_features else self.student_recorders[f'feat{i}']
+            pairs.extend(FeaturePair.from_values(name, name, s, t, student_adapter=adapter,
+                                                 student_adapter_key=key, where=f'distiller (FRS, level {i})'))
+        return pairs
 
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:
         s_scores, t_scores = self._scores(student, 'student'), self._scores(teacher, 'teacher')

@@ -73,7 +73,7 @@ from mmcv.ops import nms
 from mmengine.structures import InstanceData
 
 from kdtoolbox.adapters import ConvAdapter, apply_adapter
-from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine import BaseDistiller, DistillContext, FeaturePair, Records
 from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.engine.distiller import build_adapter
 from kdtoolbox.losses.relation import rkd_distance_loss
@@ -294,6 +294,27 @@ class GID(BaseDistiller):
         if rois.shape[0] == 0:  # keep every adapter parameter in the graph (DDP)
             feature = feature + sum(p.sum() for p in self.adapter.parameters()) * 0.0
         return feature, gi_relation_loss(s_raw, t_roi, self.relation_beta)
+
+    # ------------------------------------------------------------------ preflight
+    def feature_pairs(self, student: Records, teacher: Records) -> list[FeaturePair]:
+        """Per FPN level the crops use, the student's feature through the adapter against the
+        teacher's (with ``adapt_on='rois'`` the adapter takes the crops, which have the features'
+        channels); a mismatch names ``distiller.adapter`` or, for the default adapter,
+        ``student_channels`` / ``teacher_channels``."""
+        s_feats, t_feats = student['feats'], teacher['feats']
+        if not (isinstance(s_feats, (tuple, list)) and isinstance(t_feats, (tuple, list))):
+            return []
+        levels = self.roi_extractor.num_levels
+        if isinstance(self.adapter, ConvAdapter):
+            key = (f'distiller.student_channels / teacher_channels (the default ConvAdapter '
+                   f'{self.adapter.conv.in_channels} -> {self.adapter.conv.out_channels}) or distiller.adapter')
+        else:
+            key = 'distiller.adapter'
+        module = self.student_recorders['feats']
+        return [pair for i, (s, t) in enumerate(zip(s_feats[:levels], t_feats[:levels]))
+                for pair in FeaturePair.from_values(f'{module}[{i}]', f'{module}[{i}]', s, t,
+                                                    student_adapter=self.adapter, student_adapter_key=key,
+                                                    where=f'distiller (GID, level {i})')]
 
     # ------------------------------------------------------------------ forward
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:

@@ -60,7 +60,7 @@ import torch
 import torch.nn as nn
 
 from kdtoolbox.adapters import ConvAdapter
-from kdtoolbox.engine import BaseDistiller, DistillContext, Records
+from kdtoolbox.engine import BaseDistiller, DistillContext, FeaturePair, Records
 from kdtoolbox.engine.checks import require_same_num_classes
 from kdtoolbox.ops.dense_assign import assign_anchors_to_gts, levels_to_anchor_rows
 
@@ -227,6 +227,28 @@ class RankMimicPFI(BaseDistiller):
         s = s_rows[imgs, rows, labels].sigmoid()
         t = t_rows[imgs, rows, labels].sigmoid()
         return rank_mimic_loss(s, t, gts, self.temperature)
+
+    # --- preflight -------------------------------------------------------------------------
+    def feature_pairs(self, student: Records, teacher: Records) -> list[FeaturePair]:
+        """PFI's features per level, the student's through its adapter (none when the channels are
+        equal); a mismatch names ``student_channels`` / ``teacher_channels`` (which build the 1x1
+        adapters) or ``feature_modules``. Rank mimicking compares class scores, whose count is
+        checked when the model is built."""
+        if not self.pfi:
+            return []
+        pairs = []
+        for i in range(self.num_levels):
+            adapter = self.adapters[i] if self.adapters is not None else None
+            if isinstance(adapter, nn.Identity):
+                adapter = None
+            key = (f'distiller.student_channels / teacher_channels (level {i}: ConvAdapter '
+                   f'{adapter.conv.in_channels} -> {adapter.conv.out_channels})') if adapter is not None else ''
+            module = self.student_recorders[f'feat{i}']
+            pairs.extend(FeaturePair.from_values(
+                module, module, student[f'feat{i}'], teacher[f'feat{i}'], student_adapter=adapter,
+                student_adapter_key=key,
+                where=f'distiller (RankMimicPFI, PFI level {i})'))
+        return pairs
 
     # --- forward ---------------------------------------------------------------------------
     def forward(self, student: Records, teacher: Records, context: DistillContext) -> dict:
