@@ -63,7 +63,9 @@ class BaseDistiller(BaseModule):
         drawn on its own as a heatmap, row 0 at the top.
       * ``'NAME.points' -> Tensor [P, 2]`` (x = column, y = row, in cells of the map ``NAME``;
         the first image) or ``[P, 3]`` (batch index, x, y): points (e.g. BEV keypoints, box
-        centres) drawn as dots over the map ``NAME``.
+        centres) drawn as dots over the map ``NAME``; an integer coordinate is a cell's centre
+        (``kdtoolbox.visualize.metric_to_points`` / ``flat_index_points`` convert metres / flat
+        indices).
     """
 
     #: record names ('student.NAME' / 'teacher.NAME') that may legitimately stay empty on a batch
