@@ -377,42 +377,44 @@ def _short(path: str) -> str:
     return path if rel.startswith('..') else rel
 
 
-def _pct(v: Optional[float]) -> str:
-    return '–' if v is None else f'{100 * v:.1f}'
+def _pct(v: Optional[float], scale: float = 100.0) -> str:
+    return '–' if v is None else f'{scale * v:.1f}'
 
 
-def format_table(entries: Sequence[dict], metric: str = 'coco/bbox_mAP') -> str:
-    """A markdown table of :func:`summarize`'s entries (values in percent)."""
+def format_table(entries: Sequence[dict], metric: str = 'coco/bbox_mAP', scale: float = 100.0) -> str:
+    """A markdown table of :func:`summarize`'s entries, values times ``scale`` (100: a metric in
+    [0, 1] such as COCO mAP shown in percent; 1: a metric already in percent)."""
     lines = [f'| row | config | {metric} (%) mean ± std | per seed | Δ vs baseline | vs baseline | '
              f'run time (min, wall / CPU) |',
              '|---|---|---|---|---|---|---|']
     for e in entries:
-        ms = _pct(e['mean']) + ('' if e['std'] is None else f' ± {_pct(e["std"])}')
-        per_seed = ', '.join(f'{_pct(v)}' for v in e['values'])
-        delta = '' if e['delta'] is None else f'{100 * e["delta"]:+.1f}'
+        ms = _pct(e['mean'], scale) + ('' if e['std'] is None else f' ± {_pct(e["std"], scale)}')
+        per_seed = ', '.join(f'{_pct(v, scale)}' for v in e['values'])
+        delta = '' if e['delta'] is None else f'{scale * e["delta"]:+.1f}'
         lines.append(f'| {e["name"]} | `{_short(e["config"])}` | {ms} | {per_seed} (seeds '
                      f'{",".join(map(str, e["seeds"]))}) | {delta} | {e["verdict"]} | '
                      f'{e["time_s"] / 60:.1f} / {e["cpu_s"] / 60:.1f} |')
     return '\n'.join(lines) + '\n'
 
 
-def plot_table(entries: Sequence[dict], path: str, metric: str = 'coco/bbox_mAP', title: str = '') -> None:
-    """A bar chart of the entries' means (percent) with sample-std error bars; the first baseline's
-    mean as a dashed line."""
+def plot_table(entries: Sequence[dict], path: str, metric: str = 'coco/bbox_mAP', title: str = '',
+               scale: float = 100.0) -> None:
+    """A bar chart of the entries' means (times ``scale``, as in :func:`format_table`) with
+    sample-std error bars; the first baseline's mean as a dashed line."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     colours = {'teacher': '#4c72b0', 'baseline': '#8c8c8c', 'method': '#dd8452'}
     fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(entries) + 1.5), 3.6))
     xs = range(len(entries))
-    means = [100 * e['mean'] for e in entries]
-    errs = [0 if e['std'] is None else 100 * e['std'] for e in entries]
+    means = [scale * e['mean'] for e in entries]
+    errs = [0 if e['std'] is None else scale * e['std'] for e in entries]
     ax.bar(xs, means, yerr=errs, capsize=3, color=[colours[e['role']] for e in entries])
     for x, e in zip(xs, entries):
-        ax.plot([x] * len(e['values']), [100 * v for v in e['values']], 'k.', markersize=3)
+        ax.plot([x] * len(e['values']), [scale * v for v in e['values']], 'k.', markersize=3)
     base = next((e for e in entries if e['role'] == 'baseline'), None)
     if base is not None:
-        ax.axhline(100 * base['mean'], color='k', linestyle='--', linewidth=0.8)
+        ax.axhline(scale * base['mean'], color='k', linestyle='--', linewidth=0.8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([e['name'] for e in entries], rotation=35, ha='right')
     ax.set_ylabel(f'{metric} (%)')

@@ -55,6 +55,10 @@ def test_summarize_mean_std_delta_and_verdict():
     table = format_table(list(entries.values()))
     line = next(x for x in table.splitlines() if x.startswith('| good '))
     assert '31.0 ± 1.0' in line and '30.0, 31.0, 32.0' in line and '+9.0' in line and 'above' in line
+    # a metric already in percent is shown as is
+    line = next(x for x in format_table(list(entries.values()), 'av/top1', scale=1.0).splitlines()
+                if x.startswith('| good '))
+    assert '0.3 ± 0.0' in line and '+0.1' in line
 
 
 def test_summarize_one_seed_and_missing_baseline():

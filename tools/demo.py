@@ -225,10 +225,10 @@ def _av(methods, args):
 
 
 SUITES = {
-    # name: (default methods, quick method, metric,
+    # name: (default methods, quick method, metric, table scale (100: a [0, 1] metric shown in %),
     #        builder(methods, args) -> rows, common options, substitutions, description, transform)
-    'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP', _shapes),
-    'av': (list(AV_METHODS), 'MNF-CSC', 'av/top1', _av),
+    'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP', 100.0, _shapes),
+    'av': (list(AV_METHODS), 'MNF-CSC', 'av/top1', 1.0, _av),
     # 'bev': the 3D suite (SparseKD, sparse imitation vs the LiDAR student) goes here, the same way.
 }
 
@@ -269,9 +269,9 @@ def _machine() -> str:
             f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}, load average {load:.1f} at the end')
 
 
-def write_table(rows, results, work_dir: str, metric: str, header: str) -> str:
+def write_table(rows, results, work_dir: str, metric: str, header: str, scale: float = 100.0) -> str:
     entries = summarize(rows, results)
-    table = format_table(entries, metric)
+    table = format_table(entries, metric, scale)
     notes = [f'- {e["name"]}: {e["note"]}' for e in entries if e.get('note')]
     for row in rows:
         for seed_dir in sorted(glob.glob(osp.join(work_dir, row.name, 'seed*'))):
@@ -282,18 +282,19 @@ def write_table(rows, results, work_dir: str, metric: str, header: str) -> str:
     teacher = next((e for e in entries if e['role'] == 'teacher'), None)
     base = next((e for e in entries if e['role'] == 'baseline'), None)
     if teacher and base:
-        notes.insert(0, f'- teacher − baseline: {100 * (teacher["mean"] - base["mean"]):+.1f} mAP points')
+        notes.insert(0, f'- teacher − baseline: {scale * (teacher["mean"] - base["mean"]):+.1f} points of {metric} (%)')
     text = header + '\n\n' + table + ('\n' + '\n'.join(notes) + '\n' if notes else '')
     with open(osp.join(work_dir, 'table.md'), 'w') as f:
         f.write(text)
     if entries:
-        plot_table(entries, osp.join(work_dir, 'table.png'), metric, title=osp.basename(work_dir.rstrip('/')))
+        plot_table(entries, osp.join(work_dir, 'table.png'), metric, title=osp.basename(work_dir.rstrip('/')),
+                   scale=scale)
     return text
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    all_methods, quick_method, metric, builder = SUITES[args.suite]
+    all_methods, quick_method, metric, scale, builder = SUITES[args.suite]
     methods = args.methods or ([quick_method] if args.quick else all_methods)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     # quick and full share a work dir: the quick rows are runs of the full table (same configs)
@@ -305,7 +306,8 @@ def main(argv=None) -> int:
         if not sep:
             raise SystemExit(f'--cfg-options: expected KEY=VALUE, got {item!r}')
         common[key] = _literal(value)
-    command = 'python tools/demo.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    command = 'python tools/demo.py ' + ' '.join(a for a in (argv if argv is not None else sys.argv[1:])
+                                                 if a != '--table-only')
     start = time.time()
     log_file = open(osp.join(work_dir, 'demo.log'), 'a')
 
@@ -321,7 +323,8 @@ def main(argv=None) -> int:
     results = load_results(work_dir)
     header = (f'Suite `{args.suite}`, {metric} on {what}. Reproduce: `{command}`. Machine: {_machine()}. '
               f'This invocation: {(time.time() - start) / 60:.1f} min.')
-    text = write_table(rows, [r for r in results if r['row'] in {x.name for x in rows}], work_dir, metric, header)
+    text = write_table(rows, [r for r in results if r['row'] in {x.name for x in rows}], work_dir, metric, header,
+                       scale)
     log(f'wrote {osp.join(work_dir, "table.md")} and table.png')
     print(text)
     return 0
