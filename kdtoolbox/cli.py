@@ -1,4 +1,4 @@
-"""The ``kdtoolbox`` command: ``plugins list``, ``plugins doctor``, ``export-student``, ``visualize``.
+"""The ``kdtoolbox`` command: ``plugins list``, ``plugins doctor``, ``export-student``, ``visualize``, ``benchmark``.
 
 Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments and sets ``func``
 (a function ``args -> exit code``); :func:`build_parser` calls them in order. A new subcommand
@@ -78,8 +78,22 @@ def _add_visualize(sub) -> None:
     vis.set_defaults(func=_visualize)
 
 
+def _benchmark(args) -> int:
+    from .engine.benchmark import main as benchmark_main
+    benchmark_main(args.benchmark_args, prog='kdtoolbox benchmark')
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    # the arguments are the benchmark's own (tools/benchmark.py --help): passed through unparsed
+    bench = sub.add_parser('benchmark', add_help=False,
+                           help='time student step, lower bound and distillation step of a config')
+    bench.add_argument('benchmark_args', nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_benchmark)
+
+
 #: the subcommands, in the order ``kdtoolbox --help`` lists them
-SUBCOMMANDS = (_add_plugins, _add_export, _add_visualize)
+SUBCOMMANDS = (_add_plugins, _add_export, _add_visualize, _add_benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['benchmark']:  # its options (--help included) are the benchmark's own
+        return _benchmark(argparse.Namespace(benchmark_args=argv[1:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 
