@@ -321,9 +321,11 @@ def main(argv=None) -> int:
     if not args.table_only:
         run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log, transform=transform)
     results = load_results(work_dir)
+    ran = [r for r in results if r['row'] in {x.name for x in rows}]
     header = (f'Suite `{args.suite}`, {metric} on {what}. Reproduce: `{command}`. Machine: {_machine()}. '
-              f'This invocation: {(time.time() - start) / 60:.1f} min.')
-    text = write_table(rows, [r for r in results if r['row'] in {x.name for x in rows}], work_dir, metric, header,
+              f'{len(ran)} runs, {sum(r["train_time_s"] for r in ran) / 60:.1f} min of wall time in all '
+              f'(this invocation: {(time.time() - start) / 60:.1f} min).')
+    text = write_table(rows, ran, work_dir, metric, header,
                        scale)
     log(f'wrote {osp.join(work_dir, "table.md")} and table.png')
     print(text)
