@@ -39,8 +39,8 @@ from kdtoolbox.engine import BaseDistiller, DistillContext, Records
 from kdtoolbox.ops.bev import BEVGrid, sample_bev
 from kdtoolbox.ops.bev_masks import gaussian_bev_masks
 
-from .camera_common import (as_map, cell_centres, check_grids, find_center_head, gather_cells, gt_boxes_3d,
-                            head_grid, head_maps, head_recorders, heatmap_peaks, resample_to, zero_loss)
+from .camera_common import (as_map, bind_center_heads, cell_centres, gather_cells, gt_boxes_3d, head_maps,
+                            heatmap_peaks, resample_to, zero_loss)
 
 
 def fg_feature_loss(feat_s: torch.Tensor, feat_t: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
@@ -135,16 +135,8 @@ class BEVDistill(BaseDistiller):
         self.resample = resample
 
     def check_models(self, student: nn.Module, teacher: nn.Module) -> None:
-        s_path, s_head = find_center_head(student, self.heads[0], 'student')
-        t_path, t_head = find_center_head(teacher, self.heads[1], 'teacher')
-        self.student_grid, self.teacher_grid = head_grid(s_head, 'student'), head_grid(t_head, 'teacher')
-        check_grids(self.student_grid, self.teacher_grid, self.resample, f'CenterHead ({s_path} / {t_path})')
-        s_rec, s_regs = head_recorders(s_path, s_head, 'head')
-        t_rec, t_regs = head_recorders(t_path, t_head, 'head')
-        self.student_recorders.update(s_rec)
-        self.teacher_recorders.update(t_rec)
-        self.num_tasks = (len(s_head.task_heads), len(t_head.task_heads))
-        self.reg_names = [n for n in s_regs if n in t_regs and n != 'iou']
+        # the IoU branch is not distilled
+        self.reg_names = [n for n in bind_center_heads(self, student, teacher, self.resample) if n != 'iou']
 
     def instance_positions(self, hm_s: torch.Tensor, grid: BEVGrid) -> torch.Tensor:
         """Metric centres ``[B, K, 2]`` of the student's top-``K`` heatmap peaks (detached)."""

@@ -101,6 +101,23 @@ def head_recorders(path: str, head: CenterHead, prefix: str) -> tuple[dict, list
     return recorders, list(common or [])
 
 
+def bind_center_heads(distiller, student: nn.Module, teacher: nn.Module, resample: bool) -> list[str]:
+    """Find both models' CenterHeads (``distiller.heads`` = (student path, teacher path), None: the
+    only one), check their BEV grids agree (or ``resample``), add recorders ``head<t>.<name>`` of
+    every task's heatmap and regression convs on both sides, and set ``distiller.student_grid``,
+    ``teacher_grid`` and ``num_tasks``. Returns the regression names both heads have."""
+    s_path, s_head = find_center_head(student, distiller.heads[0], 'student')
+    t_path, t_head = find_center_head(teacher, distiller.heads[1], 'teacher')
+    distiller.student_grid, distiller.teacher_grid = head_grid(s_head, 'student'), head_grid(t_head, 'teacher')
+    check_grids(distiller.student_grid, distiller.teacher_grid, resample, f'CenterHead ({s_path} / {t_path})')
+    s_rec, s_regs = head_recorders(s_path, s_head, 'head')
+    t_rec, t_regs = head_recorders(t_path, t_head, 'head')
+    distiller.student_recorders.update(s_rec)
+    distiller.teacher_recorders.update(t_rec)
+    distiller.num_tasks = (len(s_head.task_heads), len(t_head.task_heads))
+    return [n for n in s_regs if n in t_regs]
+
+
 def head_maps(records, prefix: str, num_tasks: int, reg_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenated heatmap logits ``[B, K_all, H, W]`` and regression maps ``[B, R, H, W]`` of all tasks."""
     hm = torch.cat([records[f'{prefix}{t}.heatmap'] for t in range(num_tasks)], dim=1)

@@ -40,8 +40,8 @@ from kdtoolbox.engine import BaseDistiller, DistillContext, Records
 from kdtoolbox.ops.bev import BEVGrid, sample_bev
 from kdtoolbox.ops.bev_masks import bev_box_keypoints, gaussian_bev_masks
 
-from .camera_common import (as_map, check_grids, clip_sigmoid, find_center_head, gt_boxes_3d, head_grid,
-                            head_maps, head_recorders, resample_to, zero_loss)
+from .camera_common import (as_map, bind_center_heads, clip_sigmoid, gt_boxes_3d, head_maps, resample_to,
+                            zero_loss)
 
 
 def batch_keypoints(boxes_list, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,16 +140,7 @@ class UniDistill(BaseDistiller):
         self.resample = resample
 
     def check_models(self, student: nn.Module, teacher: nn.Module) -> None:
-        s_path, s_head = find_center_head(student, self.heads[0], 'student')
-        t_path, t_head = find_center_head(teacher, self.heads[1], 'teacher')
-        self.student_grid, self.teacher_grid = head_grid(s_head, 'student'), head_grid(t_head, 'teacher')
-        check_grids(self.student_grid, self.teacher_grid, self.resample, f'CenterHead ({s_path} / {t_path})')
-        s_rec, s_regs = head_recorders(s_path, s_head, 'head')
-        t_rec, t_regs = head_recorders(t_path, t_head, 'head')
-        self.student_recorders.update(s_rec)
-        self.teacher_recorders.update(t_rec)
-        self.num_tasks = (len(s_head.task_heads), len(t_head.task_heads))
-        self.reg_names = [n for n in s_regs if n in t_regs]
+        self.reg_names = bind_center_heads(self, student, teacher, self.resample)
 
     def _pair(self, student: Records, teacher: Records, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = as_map(student[name]), as_map(teacher[name])
