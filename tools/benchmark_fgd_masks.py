@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kdtoolbox.engine.benchmark import cpu_name  # noqa: E402
 from kdtoolbox.ops.box_mask import fgd_masks  # noqa: E402
 from kdtoolbox_plugins.detection.fgd import FGDLoss  # noqa: E402
 
@@ -91,17 +91,6 @@ def masks_for(variant, boxes, sizes, device):
         per_level = [loop_masks_one_level(boxes, h, w, device) for h, w in sizes]
         return [m[0] for m in per_level], [m[1] for m in per_level]
     return fgd_masks(boxes, sizes, img_shapes=IMG_SHAPES, legacy_box_scaling=True, method=variant, device=device)
-
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device):
