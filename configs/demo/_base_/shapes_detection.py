@@ -69,7 +69,8 @@ test_evaluator = val_evaluator
 # CPU-friendly runtime: log every 10 iterations, no CUDA-only settings.
 default_hooks = dict(logger=dict(type='LoggerHook', interval=10))
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)
+# nccl for CUDA runs; without CUDA, tools/train.py initialises gloo itself (kdtoolbox.engine.distributed)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='gloo'))
+    dist_cfg=dict(backend='nccl'))

@@ -12,8 +12,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2, save_best='av/top1', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 log_processor = dict(type='LogProcessor', window_size=6, by_epoch=True)
+# nccl for CUDA runs; without CUDA, tools/train.py initialises gloo itself (kdtoolbox.engine.distributed)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
+               dist_cfg=dict(backend='nccl'))
 randomness = dict(seed=3)  # the official --manual_seed
 log_level = 'INFO'
 load_from = None

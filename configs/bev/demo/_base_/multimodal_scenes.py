@@ -87,5 +87,6 @@ default_hooks = dict(logger=dict(type='LoggerHook', interval=8),
                      checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1),
                      visualization=dict(type='Det3DVisualizationHook', draw=False))
 log_processor = dict(type='LogProcessor', window_size=8, by_epoch=True)
+# nccl for CUDA runs; without CUDA, tools/train.py initialises gloo itself (kdtoolbox.engine.distributed)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
+               dist_cfg=dict(backend='nccl'))
