@@ -72,6 +72,11 @@ def train(args) -> None:
     prepare_distributed(cfg)  # kdtoolbox's DDP wrapper; gloo init when there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    # Tear the process group down before the interpreter exits: gloo's threads left to interpreter
+    # shutdown can abort the process ("terminate called without an active exception", seen in CI).
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main():
