@@ -167,9 +167,10 @@ def build_run_config(row: Row, seed: int, folder: str, common: dict, substitutio
     return cfg
 
 
-def final_metrics(folder: str) -> Optional[dict]:
+def final_metrics(folder: str, metric: Optional[str] = None) -> Optional[dict]:
     """The metrics of the last validation logged under ``folder`` (mmengine's ``vis_data/scalars.json``
-    lines that hold a metric key, i.e. a ``/`` in a key other than the loss/time ones), or None."""
+    lines that hold ``metric``, or, without one, a metric-looking key: a ``/`` in a key other than the
+    loss/time ones), or None."""
     last = None
     stamps = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d, 'vis_data')))
     for stamp in stamps:
@@ -182,15 +183,19 @@ def final_metrics(folder: str) -> Optional[dict]:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                if any('/' in k for k in entry) and 'loss' not in entry and 'lr' not in entry:
+                if 'loss' in entry or 'lr' in entry:
+                    continue
+                if (metric in entry) if metric else any('/' in k for k in entry):
                     last = entry
     return last
 
 
 def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dict,
             train_script: str, metric: str, log: Callable[[str], None] = print,
-            env: Optional[dict] = None, transform: Optional[Callable[[dict], dict]] = None) -> dict:
-    """Train one run (skipped when its ``result.json`` exists) and return its result dict."""
+            env: Optional[dict] = None, transform: Optional[Callable[[dict], dict]] = None,
+            train_args: Sequence[str] = ()) -> dict:
+    """Train one run (skipped when its ``result.json`` exists) and return its result dict.
+    ``train_args``: extra arguments of the training script (e.g. ``--amp``)."""
     folder = run_dir(work_dir, row, seed)
     result_file = osp.join(folder, 'result.json')
     if osp.isfile(result_file):
@@ -211,7 +216,7 @@ def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dic
     cfg = build_run_config(row, seed, folder, common, substitutions, lookup, transform)
     config_file = osp.join(folder, 'config.py')
     cfg.dump(config_file)
-    cmd = [sys.executable, train_script, config_file, '--work-dir', folder]
+    cmd = [sys.executable, train_script, config_file, '--work-dir', folder, *train_args]
     resumed = _last_checkpoint(folder)
     if resumed:
         cmd.append('--resume')
@@ -224,9 +229,10 @@ def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dic
     if proc.returncode != 0:
         raise RuntimeError(f'row {row.name!r} seed {seed}: tools/train.py exited with {proc.returncode}; '
                            f'see {osp.join(folder, "train.log")}')
-    metrics = final_metrics(folder) or {}
+    metrics = final_metrics(folder, metric) or {}
     result = {'row': row.name, 'role': row.role, 'seed': seed, 'config': row.config,
-              'run_config': config_file, 'metrics': {k: v for k, v in metrics.items() if '/' in k},
+              'run_config': config_file, 'train_args': list(train_args),
+              'metrics': {k: v for k, v in metrics.items() if k not in ('data_time', 'time', 'step')},
               'metric': metric, 'train_time_s': round(elapsed, 1),  # of the last attempt if resumed
               'cpu_time_s': round(cpu, 1),  # user + system: less sensitive to other load than wall time
               'resumed': bool(resumed),
@@ -264,7 +270,8 @@ def _atomic_json(path: str, obj: Any) -> None:
 def run_suite(rows: Sequence[Row], seeds: Sequence[int], work_dir: str, common: dict,
               substitutions: dict, train_script: str, metric: str,
               log: Callable[[str], None] = print, env: Optional[dict] = None,
-              keep_going: bool = True, transform: Optional[Callable[[dict], dict]] = None) -> list[dict]:
+              keep_going: bool = True, transform: Optional[Callable[[dict], dict]] = None,
+              train_args: Sequence[str] = ()) -> list[dict]:
     """Train every row for every seed (rows a row depends on first), one run at a time; return the
     results of all runs (finished ones read back from their ``result.json``). With ``keep_going``
     a run that fails is logged and written to its ``failed.json``, and the row skipped from then on
@@ -297,7 +304,7 @@ def run_suite(rows: Sequence[Row], seeds: Sequence[int], work_dir: str, common: 
                 continue
             try:
                 results.append(run_one(row, seed if row.seeded else 0, work_dir, common, substitutions,
-                                       train_script, metric, log, env, transform))
+                                       train_script, metric, log, env, transform, train_args))
             except (RuntimeError, FileNotFoundError) as exc:
                 if not keep_going:
                     raise

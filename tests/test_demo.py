@@ -255,3 +255,60 @@ def test_av_contrast_variant_is_backward_compatible():
     assert av_marker(visual_contrast=50)['args']['visual_contrast'] == 50.0
     with pytest.raises(ValueError, match='visual_contrast'):
         make_av_dataset('/nonexistent/never-written', visual_contrast=0)
+
+
+def test_bev_suite_configs():
+    """The LiDAR suite: both methods read the suite's teacher checkpoint; every row reads the
+    benchmark scenes folder with the larger validation split, the same in all three loaders."""
+    demo = _demo_module()
+    rows, subs = demo.bev_suite(list(demo.BEV_METHODS))
+    assert [r.name for r in rows] == ['teacher', 'baseline', 'SparseKD', 'SparseImitation']
+    common = demo.bev_data_options('/data/lidar/', 64)
+
+    def lookup(kind, name):
+        assert (kind, name) == ('ckpt', 'teacher')
+        return '/suite/teacher/seed0/epoch_12.pth'
+
+    for row in rows:
+        cfg = build_run_config(row, 2, '/suite/run', common, subs, lookup)
+        assert 'work_dirs/' not in cfg.pretty_text, row.name
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            assert loader.dataset.data_root == '/data/lidar/' and loader.dataset.num_val == 64
+            assert loader.dataset.num_train == 64  # the configs' training scenes
+        if row.role == 'method':
+            assert cfg.model.teacher_checkpoint == '/suite/teacher/seed0/epoch_12.pth'
+            assert cfg.model.teacher.endswith('centerpoint_voxel_scenes_teacher.py')
+    with pytest.raises(SystemExit, match='SparseKDD'):
+        demo.bev_suite(['SparseKDD'])
+
+
+def test_resize_transform_scales_every_pipeline():
+    """The shapes suite trains and evaluates at --img-size: every Resize of the three loaders (found by
+    type, wherever it sits in the pipeline) gets that scale; nothing else changes."""
+    demo = _demo_module()
+    rows, subs = demo.shapes_suite(['FGD'], 2, 5, 3)
+    common = demo.shapes_data_options('/data/bench/', demo.BENCH_SHAPES, demo.BENCH_VARIANT)
+    lookup = lambda kind, name: f'/suite/{name}/seed0' + ('/epoch_5.pth' if kind == 'ckpt' else '')  # noqa: E731
+    for row in rows:
+        plain = build_run_config(row, 0, '/run', common, subs, lookup)
+        cfg = build_run_config(row, 0, '/run', common, subs, lookup, demo.resize_transform(160))
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            steps = cfg[loader].dataset.pipeline
+            resizes = [s for s in steps if s['type'] == 'Resize']
+            assert len(resizes) == 1 and tuple(resizes[0]['scale']) == (160, 160)
+            assert [s['type'] for s in steps] == [s['type'] for s in plain[loader].dataset.pipeline]
+        assert cfg.model == plain.model
+
+
+def test_final_metrics_reads_the_named_metric(tmp_path):
+    """A metric without a ``/`` in its name (the LiDAR metric's ``mAP_0.25``) is found when named;
+    loss lines are never taken for a validation, and the last validation wins."""
+    from kdtoolbox.experiments import final_metrics
+    stamp = tmp_path / '20260101_000000' / 'vis_data'
+    stamp.mkdir(parents=True)
+    lines = [{'loss': 1.0, 'lr': 0.1, 'step': 1}, {'mAP_0.25': 0.2, 'step': 1},
+             {'loss': 0.5, 'lr': 0.1, 'step': 2}, {'mAP_0.25': 0.3, 'mAP_0.50': 0.1, 'step': 2}]
+    (stamp / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    assert final_metrics(str(tmp_path), 'mAP_0.25')['mAP_0.25'] == 0.3
+    assert final_metrics(str(tmp_path)) is None  # no metric-looking key without the name
+    assert final_metrics(str(tmp_path), 'coco/bbox_mAP') is None

@@ -36,6 +36,7 @@ import os.path as osp
 import platform
 import sys
 import time
+from typing import Callable
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout
@@ -71,10 +72,13 @@ def iter_schedule(iters: int) -> dict:
 
 # The benchmark data: harder than the demo default (data/shapes/, 64 + 16 images of 1-4 large
 # shapes), so that a bigger teacher has something to teach and the validation set is large enough
-# for seed spread to be small next to the teacher-student gap.
+# for seed spread to be small next to the teacher-student gap. Generated at 256 px, trained and
+# evaluated resized to BENCH_SCALE (192 px: 0.56x the compute of 256 px; objects 17-48 px, still
+# matched by the stride-8 anchors).
 BENCH_SHAPES = dict(num_train=256, num_val=256, img_size=256, seed=0, max_shapes=8)
 BENCH_VARIANT = dict(min_size=0.09, max_size=0.25, min_visible=0.5, clutter=4, shape_noise=24,
                      min_saturation=0.35)
+BENCH_SCALE = 192
 
 
 def shapes_data_options(root: str, shapes_args: dict, variant: dict) -> dict:
@@ -86,6 +90,19 @@ def shapes_data_options(root: str, shapes_args: dict, variant: dict) -> dict:
         opts.update({f'{loader}_dataloader.dataset.{k}': v for k, v in shapes_args.items()})
         opts[f'{loader}_dataloader.dataset.shapes_variant'] = dict(variant)
     return opts
+
+
+def resize_transform(size: int) -> Callable[[dict], dict]:
+    """A config rewrite: every ``Resize`` of the train/val/test pipelines scales to ``size`` px (the
+    pipelines' positions differ between configs, so they are found by type, not by index)."""
+    def transform(cfg: dict) -> dict:
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            pipeline = cfg.get(loader, {}).get('dataset', {}).get('pipeline', [])
+            for step in pipeline:
+                if isinstance(step, dict) and step.get('type') == 'Resize':
+                    step['scale'] = (size, size)
+        return cfg
+    return transform
 
 
 # ------------------------------------------------------------------------------ the shapes suite
@@ -213,9 +230,10 @@ def av_suite(methods):
 def _shapes(methods, args):
     rows, subs = shapes_suite(methods, args.epochs, args.teacher_epochs, args.token_iters, args.score_thr)
     shapes_args = {**BENCH_SHAPES, 'num_train': args.num_train, 'num_val': args.num_val}
-    header = (f'{args.num_val} generated validation images (`{args.data_root}`), student {args.epochs} '
-              f'epochs of {args.num_train} images, teacher {args.teacher_epochs} epochs')
-    return rows, shapes_data_options(args.data_root, shapes_args, BENCH_VARIANT), subs, header, None
+    header = (f'{args.num_val} generated validation images (`{args.data_root}`, {args.img_size} px), student '
+              f'{args.epochs} epochs of {args.num_train} images, teacher {args.teacher_epochs} epochs')
+    return (rows, shapes_data_options(args.data_root, shapes_args, BENCH_VARIANT), subs, header,
+            resize_transform(args.img_size))
 
 
 def _av(methods, args):
@@ -224,12 +242,54 @@ def _av(methods, args):
             f'each config\'s schedule', av_bench_transform)
 
 
+# ------------------------------------------------------------------------------ the LiDAR (3D) suite
+BEV_DEMO = osp.join(REPO, 'configs', 'bev', 'demo')
+# method -> demo config: CenterPoint voxel teacher (width 1) -> the same network at half width
+BEV_METHODS = {'SparseKD': 'sparsekd_voxel_half_scenes.py',
+               'SparseImitation': 'sparse_imitation_voxel_half_scenes.py'}
+# The benchmark scenes (data/lidar_bench/): the demo's generator and 64 training scenes, 64 validation
+# scenes instead of 16 (one scene's boxes move the demo's AP by several points).
+BEV_BENCH_ROOT = 'data/lidar_bench/'
+BEV_BENCH_VAL = 64
+
+
+def bev_data_options(root: str, num_val: int) -> dict:
+    opts = {}
+    for loader in ('train', 'val', 'test'):  # they share the folder: the same generator arguments
+        opts[f'{loader}_dataloader.dataset.data_root'] = root
+        opts[f'{loader}_dataloader.dataset.num_val'] = num_val
+    return opts
+
+
+def bev_suite(methods):
+    """(rows, path substitutions) of the LiDAR suite: the CenterPoint voxel teacher, its half-width
+    student alone, and the half-width student with each method; every config keeps its schedule."""
+    unknown = [m for m in methods if m not in BEV_METHODS]
+    if unknown:
+        raise SystemExit(f'unknown method(s) {unknown}; known: {sorted(BEV_METHODS)}')
+    rows = [Row('teacher', osp.join(BEV_DEMO, 'centerpoint_voxel_scenes_teacher.py'), role='teacher',
+                seeded=False, baseline=None),
+            Row('baseline', osp.join(BEV_DEMO, 'centerpoint_voxel_half_scenes.py'), role='baseline',
+                baseline=None)]
+    rows += [Row(m, osp.join(BEV_DEMO, BEV_METHODS[m]), needs=['teacher']) for m in methods]
+    return rows, {'work_dirs/centerpoint_voxel_scenes_teacher': '{ckpt:teacher}'}
+
+
+def _bev(methods, args):
+    rows, subs = bev_suite(methods)
+    return (rows, bev_data_options(BEV_BENCH_ROOT, BEV_BENCH_VAL), subs,
+            f'{BEV_BENCH_VAL} generated LiDAR validation scenes ({BEV_BENCH_ROOT}), each config\'s schedule '
+            f'(12 epochs of 64 scenes)', None)
+
+
+AMP_BY_DEFAULT = {'shapes'}
+
 SUITES = {
     # name: (default methods, quick method, metric, table scale (100: a [0, 1] metric shown in %),
     #        builder(methods, args) -> rows, common options, substitutions, description, transform)
     'shapes': (list(RETINANET_METHODS) + list(FASTER_RCNN_METHODS), 'FGD', 'coco/bbox_mAP', 100.0, _shapes),
     'av': (list(AV_METHODS), 'MNF-CSC', 'av/top1', 1.0, _av),
-    # 'bev': the 3D suite (SparseKD, sparse imitation vs the LiDAR student) goes here, the same way.
+    'bev': (list(BEV_METHODS), 'SparseKD', 'mAP_0.25', 100.0, _bev),
 }
 
 
@@ -242,8 +302,14 @@ def parse_args(argv=None):
     p.add_argument('--methods', nargs='+', help='methods (rows) to train (default: all of the suite)')
     p.add_argument('--seeds', nargs='+', type=int, help='seeds (default: 0 1 2; --quick: 0)')
     p.add_argument('--work-dir', help='default: work_dirs/demo_<suite> (shared by --quick and the full table)')
-    p.add_argument('--epochs', type=int, default=4, help='student schedule in epochs (default: 4)')
-    p.add_argument('--teacher-epochs', type=int, default=12, help='teacher schedule in epochs (default: 12)')
+    p.add_argument('--epochs', type=int, default=2, help='shapes: student schedule in epochs (default: 2)')
+    p.add_argument('--teacher-epochs', type=int, default=12, help='shapes: teacher schedule in epochs (default: 12)')
+    p.add_argument('--img-size', type=int, default=BENCH_SCALE,
+                   help=f'shapes: training and test resize in px (default: {BENCH_SCALE})')
+    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                   help='train with tools/train.py --amp (CPU: bf16 autocast, about 2x faster on CPUs with '
+                        'AMX/AVX512-BF16; CUDA: fp16); --no-amp: fp32 (default: --amp for the shapes suite, '
+                        'fp32 for the others: spconv and the AV models gain nothing from it on CPU)')
     p.add_argument('--token-iters', type=int, default=100, help="MasKD's token stage, iterations (default: 100)")
     p.add_argument('--data-root', default='data/shapes_bench/', help='benchmark data folder')
     p.add_argument('--num-train', type=int, default=BENCH_SHAPES['num_train'])
@@ -301,6 +367,9 @@ def main(argv=None) -> int:
     work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.suite}')
     os.makedirs(work_dir, exist_ok=True)
     rows, common, substitutions, what, transform = builder(methods, args)
+    amp = args.suite in AMP_BY_DEFAULT if args.amp is None else args.amp
+    if amp:
+        what += ', mixed precision (tools/train.py --amp)'
     for item in args.cfg_options:
         key, sep, value = item.partition('=')
         if not sep:
@@ -319,7 +388,8 @@ def main(argv=None) -> int:
 
     log(f'suite {args.suite}: rows {[r.name for r in rows]}, seeds {seeds}, work dir {work_dir}')
     if not args.table_only:
-        run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log, transform=transform)
+        run_suite(rows, seeds, work_dir, common, substitutions, TRAIN, metric, log=log, transform=transform,
+                  train_args=['--amp'] if amp else [])
     results = load_results(work_dir)
     ran = [r for r in results if r['row'] in {x.name for x in rows}]
     header = (f'Suite `{args.suite}`, {metric} on {what}. Reproduce: `{command}`. Machine: {_machine()}. '
