@@ -398,6 +398,8 @@ def format_table(entries: Sequence[dict], metric: str = 'coco/bbox_mAP', scale: 
         ms = _pct(e['mean'], scale) + ('' if e['std'] is None else f' ± {_pct(e["std"], scale)}')
         per_seed = ', '.join(f'{_pct(v, scale)}' for v in e['values'])
         delta = '' if e['delta'] is None else f'{scale * e["delta"]:+.1f}'
+        if delta and e['baseline'] != 'baseline':  # a row compared with another reference names it
+            delta += f' (vs {e["baseline"]})'
         lines.append(f'| {e["name"]} | `{_short(e["config"])}` | {ms} | {per_seed} (seeds '
                      f'{",".join(map(str, e["seeds"]))}) | {delta} | {e["verdict"]} | '
                      f'{e["time_s"] / 60:.1f} / {e["cpu_s"] / 60:.1f} |')

@@ -101,7 +101,14 @@ def test_shapes_suite_configs_point_at_the_suite_teacher():
             assert cfg.train_cfg.max_iters == 3 and cfg.model.channels == 128
         else:
             assert cfg.train_cfg.max_epochs == (5 if row.role == 'teacher' else 2)
+        if row.name == 'inherit':  # the student alone, neck and head from the suite's teacher
+            assert cfg.model.neck.init_cfg.checkpoint == '/suite/teacher/seed0/epoch_5.pth'
+            assert cfg.model.bbox_head.init_cfg.checkpoint == '/suite/teacher/seed0/epoch_5.pth'
+            assert row.needs == ['teacher'] and 'teacher' not in cfg.model
+            continue
         if row.role == 'method':
+            assert row.baseline == ('inherit' if row.name in demo.INHERITING_METHODS
+                                    else 'frcnn_baseline' if row.name == 'Mimic' else 'baseline')
             if 'frcnn' in row.baseline:
                 assert cfg.model.teacher_checkpoint == '/suite/frcnn_teacher/seed0/epoch_5.pth'
                 continue

@@ -125,6 +125,9 @@ RETINANET_METHODS = {
     'MasKD': ('maskd_retinanet_shapes.py', _DISTILLER_128),
 }
 FASTER_RCNN_METHODS = {'Mimic': ('mimic_faster_rcnn_shapes.py', {})}
+# The demo configs that start the student's neck and head from the teacher's (the official
+# inheriting strategy of FGD, PGD and MasKD): compared with the 'inherit' row, not the plain baseline.
+INHERITING_METHODS = ('FGD', 'PGD', 'MasKD')
 
 
 def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, score_thr=None):
@@ -136,6 +139,11 @@ def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, sc
             Row('baseline', osp.join(BENCH, 'retinanet_r18_student.py'), role='baseline', options=student,
                 baseline=None)]
     frcnn = [m for m in methods if m in FASTER_RCNN_METHODS]
+    inheriting = [m for m in methods if m in INHERITING_METHODS]
+    if inheriting:  # their students start from the teacher's neck and head: compare like with like
+        rows.append(Row('inherit', osp.join(BENCH, 'retinanet_r18_inherit.py'), options=student,
+                        needs=['teacher'], note="the baseline with FGD's inheriting strategy (neck and head "
+                        f"initialised from the teacher), no loss: the reference of {', '.join(inheriting)}"))
     for name in methods:
         if name in RETINANET_METHODS:
             config, extra = RETINANET_METHODS[name]
@@ -146,7 +154,8 @@ def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, sc
                                 role='stage', seeded=False, baseline=None, needs=['teacher'],
                                 options={**iter_schedule(token_iters), 'model.channels': 128}))
                 needs.append('maskd_tokens')
-            rows.append(Row(name, osp.join(DEMO, config), options=opts, needs=needs))
+            rows.append(Row(name, osp.join(DEMO, config), options=opts, needs=needs,
+                            baseline='inherit' if name in INHERITING_METHODS else 'baseline'))
     if frcnn:
         rows.append(Row('frcnn_teacher', osp.join(DEMO, 'faster_rcnn_r50_shapes_teacher.py'), role='teacher',
                         seeded=False, options=epoch_schedule(teacher_epochs), baseline=None))
