@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from contextlib import nullcontext
 from typing import Any, Optional, Union
 
@@ -56,7 +57,26 @@ def _read_state_dict(path: str) -> dict:
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise RuntimeError(f'teacher_checkpoint {path!r} holds no state_dict')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    return _with_metadata({_strip_module(k): v for k, v in state.items()}, state)
+
+
+def _strip_module(key: str) -> str:
+    """A key of a DDP-wrapped model's state dict without its ``module.``/``module`` prefix."""
+    return key[len('module.'):] if key.startswith('module.') else '' if key == 'module' else key
+
+
+def _with_metadata(state: dict, source: dict) -> 'OrderedDict':
+    """``state`` as an OrderedDict carrying ``source``'s ``_metadata`` (per-module state-dict versions).
+
+    ``load_state_dict`` hands each module its version from it: modules whose stored layout changed
+    between versions convert old checkpoints when the version is absent. mmdet3d's spconv 2 layers do
+    (they permute kernels saved by mmcv's spconv 1), so a state dict rebuilt without the metadata
+    gets its sparse-conv kernels permuted into the wrong shape."""
+    out = OrderedDict(state)
+    metadata = getattr(source, '_metadata', None)
+    if metadata is not None:
+        out._metadata = OrderedDict((_strip_module(k), v) for k, v in metadata.items())
+    return out
 
 
 def describe_key_mismatch(expected: dict, found: dict, shown: int = 5) -> str:
@@ -90,8 +110,9 @@ def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> n
         if problems:
             print_log(f'teacher_checkpoint {checkpoint!r}: {problems} (teacher_strict=False)',
                       logger='current', level=logging.WARNING)
-        fitting = {k: v for k, v in state.items() if k in teacher.state_dict()
-                   and tuple(v.shape) == tuple(teacher.state_dict()[k].shape)}
+        expected = teacher.state_dict()
+        fitting = _with_metadata({k: v for k, v in state.items() if k in expected
+                                  and tuple(v.shape) == tuple(expected[k].shape)}, state)
         teacher.load_state_dict(fitting, strict=False)
     else:  # no init_weights(): a model-zoo config would download pretrained backbone weights
         print_log('teacher_checkpoint is None: the teacher keeps its random initial weights',
