@@ -118,6 +118,23 @@ def test_log_mel_against_a_plain_dft():
         spec(torch.randn(1, 100))
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_log_mel_is_float32_and_finite_under_autocast(dtype):
+    """--amp: fp16 autocast on CUDA, bf16 on CPU. In fp16 the mel projection's amin (1e-10) rounds to
+    0, so silence and the empty bands of a pure tone gave log10(0) = -inf (NaN after BN); the front
+    end runs in fp32 whatever the autocast, and equals the fp32 result."""
+    spec = LogMelAudioCNN(num_classes=2, channels=(4, 8)).backbone.melspec
+    t = torch.arange(8000) / SR
+    waves = {'silence': torch.zeros(1, 8000), 'tone': torch.sin(2 * math.pi * 1000 * t)[None],
+             'square': torch.sign(torch.sin(2 * math.pi * 440 * t))[None]}
+    for name, wave in waves.items():
+        ref = spec(wave)
+        with torch.autocast('cpu', dtype=dtype):
+            out = spec(wave)
+        assert out.dtype == torch.float32 and torch.isfinite(out).all(), name
+        assert torch.equal(out, ref), name
+
+
 def test_audio_and_frame_networks_shapes():
     audio = LogMelAudioCNN(num_classes=N_CLS, channels=(4, 8, 16), embed_dim=12).eval()
     tokens, feat = audio.extract_feat(dict(audio=torch.randn(2, SR)))

@@ -2,6 +2,7 @@
 plain per-box loop written the way the official FGD code paints them."""
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from kdtoolbox.ops.box_mask import background_mask, box_cell_extents, fgd_masks, rasterize_boxes
 
@@ -219,6 +220,64 @@ def test_errors():
         fgd_masks([torch.zeros(1, 4)], [(4, 4)], legacy_box_scaling=True)
     with pytest.raises(ValueError, match='method'):
         fgd_masks([torch.zeros(1, 4)], [(4, 4)], batch_input_shape=(8, 8), method='loop')
+
+
+class _HostDataMode(TorchFunctionMode):
+    """What would copy host data to the GPU with a blocking (synchronising) copy on CUDA, seen on
+    CPU: an index given as a Python sequence (``x[:, [1, 0]]`` builds the index tensor from host
+    data), and a tensor built on the host (``torch.tensor``, ``torch.arange`` without device, ...)
+    meeting a device tensor without going through ``_h2d`` (the pinned, non-blocking copy)."""
+    HOST_FACTORIES = {torch.tensor, torch.as_tensor, torch.from_numpy, torch.arange, torch.zeros,
+                      torch.ones, torch.full, torch.empty}
+
+    def __init__(self):
+        super().__init__()
+        self.problems = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if any(isinstance(i, list) for i in index):
+                self.problems.append(f'{func.__name__} with a Python list index')
+        if func in self.HOST_FACTORIES and 'device' not in kwargs and isinstance(out, torch.Tensor):
+            out._host_made = True
+        elif func is torch.Tensor.to:
+            pass  # _h2d's copy (patched below) and dtype casts: the result is on the device, or the input's
+        elif func is not torch.Tensor.pin_memory:
+            flat = [x for a in list(args) + list(kwargs.values()) for x in (a if isinstance(a, (tuple, list)) else (a,))]
+            tensors = [a for a in flat if isinstance(a, torch.Tensor) and a.dim()]
+            host = [t for t in tensors if getattr(t, '_host_made', False)]
+            if host and len(host) < len(tensors):
+                self.problems.append(f'{getattr(func, "__name__", func)} mixes a host-built tensor with device ones')
+            elif host and isinstance(out, torch.Tensor):
+                out._host_made = True
+        return out
+
+
+@pytest.mark.parametrize('legacy', [True, False])
+def test_dense_path_copies_host_data_only_through_h2d(monkeypatch, legacy):
+    """The CPU stand-in for the CUDA no-synchronisation test below: in the dense path, host data
+    reaches the boxes' device only through ``_h2d`` (pinned, non-blocking), never as a Python list
+    index or a host tensor used directly with device tensors."""
+    import kdtoolbox.ops.box_mask as box_mask
+    copies = []
+
+    def h2d(t, device):  # the CUDA branch of _h2d: a real copy, whose result lives on the device
+        copies.append(tuple(t.shape))
+        moved = t.clone()
+        moved._host_made = False
+        return moved
+    monkeypatch.setattr(box_mask, '_h2d', h2d)
+    img_shapes = [(64, 96), (48, 80)]
+    boxes = coco_like_boxes(img_shapes, 7, seed=3)
+    mode = _HostDataMode()
+    with mode:
+        fgd_masks(boxes, [(8, 12), (4, 6)], batch_input_shape=(64, 96), img_shapes=img_shapes,
+                  legacy_box_scaling=legacy, method='dense')
+    assert copies, '_h2d was not used'
+    assert mode.problems == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

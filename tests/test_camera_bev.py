@@ -82,6 +82,20 @@ def test_projection_round_trip_lands_in_the_expected_cell(aug):
             assert bev.abs().sum() == 0
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_geometry_is_float32_under_autocast(dtype):
+    """--amp runs the student under autocast (bf16 on CPU, fp16 on CUDA): the frustum geometry
+    must still be computed in fp32, or pixel coordinates of a few hundred lose whole pixels and the
+    lifted points land in other BEV cells."""
+    vt = LSSViewTransformer(8, 4, GRID, depth_bins=(1.0, 36.0, 1.0))
+    ref = vt.geometry(_metas(_aug()), 2, FEAT_HW, IMG_HW, 'cpu')
+    with torch.autocast('cpu', dtype=dtype):
+        geom = vt.geometry(_metas(_aug()), 2, FEAT_HW, IMG_HW, 'cpu')
+        assert torch.is_autocast_enabled('cpu')  # switched off inside geometry() only
+    assert geom.dtype == torch.float32
+    assert torch.equal(geom, ref)
+
+
 def test_splat_sums_points_of_a_cell_and_drops_points_off_the_grid():
     vt = LSSViewTransformer(8, 2, GRID)
     geom = torch.tensor([[5.25, 0.1, 0.], [5.35, 0.3, -1.], [5.2, 0.2, 2.], [-1., 0., 0.], [5.5, -0.3, 0.]])

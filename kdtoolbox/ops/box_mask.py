@@ -95,8 +95,10 @@ def box_cell_extents(boxes: Tensor, src_hw: Tensor, feat_sizes: Sequence[Shape],
     boxes = boxes.reshape(-1, 4).float()
     src = src_hw.to(dtype=torch.float32).reshape(-1, 2)
     src = src.to(boxes.device) if src.device.type != 'cpu' else _h2d(src, boxes.device)
-    # [B, 4] divisor (W, H, W, H) and [L, 1, 4] multiplier (W_l, H_l, W_l, H_l)
-    src = src[:, [1, 0, 1, 0]]
+    # [B, 4] divisor (W, H, W, H) and [L, 1, 4] multiplier (W_l, H_l, W_l, H_l). Not
+    # ``src[:, [1, 0, 1, 0]]``: a Python list index becomes an index tensor copied to the device
+    # with a blocking (synchronising) copy on CUDA.
+    src = src.flip(-1).repeat(1, 2)
     grid = _h2d(torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32), boxes.device)
     norm = boxes * torch.reciprocal(src) if reciprocal_scaling else boxes / src
     scaled = norm.unsqueeze(0) * grid.unsqueeze(1)  # [L, B, 4]

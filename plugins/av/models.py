@@ -309,11 +309,16 @@ class LogMelSpectrogram(nn.Module):
         if wave.shape[1] <= self.n_fft // 2:
             raise ValueError(f'LogMelAudioCNN: waveforms of {wave.shape[1]} samples are too short for '
                              f'n_fft={self.n_fft} (reflect padding needs more than n_fft // 2)')
-        spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=self.window, center=True,
-                          pad_mode='reflect', return_complex=True)
-        power = spec.real ** 2 + spec.imag ** 2  # [N, n_fft // 2 + 1, frames]
-        mel = torch.einsum('nft,fm->nmt', power, self.fbank)
-        return (10.0 * torch.log10(torch.clamp(mel, min=self.amin))).unsqueeze(1)
+        # fp32 with autocast off (--amp): under fp16 autocast (CUDA) the mel projection would run in
+        # fp16, where amin = 1e-10 rounds to 0 (silent or band-limited input: log10(0) = -inf) and
+        # powers above 65504 overflow; bf16 loses about half a dB. The dB values are in range for
+        # the half-precision convs that follow.
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=self.window.float(),
+                              center=True, pad_mode='reflect', return_complex=True)
+            power = spec.real ** 2 + spec.imag ** 2  # [N, n_fft // 2 + 1, frames]
+            mel = torch.einsum('nft,fm->nmt', power, self.fbank.float())
+            return (10.0 * torch.log10(torch.clamp(mel, min=self.amin))).unsqueeze(1)
 
 
 class ConvBlock2d(nn.Module):
