@@ -155,9 +155,9 @@ def _table_rows(text):
 
 @pytest.mark.slow
 def test_quick_mode_end_to_end(tmp_path):
-    """``tools/demo.py --quick`` on a tiny schedule: teacher, baseline, FGD trained by tools/train.py,
-    the table's numbers are those of the per-run result files (from CocoMetric), a rerun trains
-    nothing."""
+    """``tools/demo.py --quick`` on a tiny schedule: teacher, baseline, inherit-only and FGD trained by
+    tools/train.py --amp, the table's numbers are those of the per-run result files (from
+    CocoMetric), FGD compared with the inherit row, a rerun trains nothing."""
     work = str(tmp_path / 'demo')
     argv = ['--quick', '--work-dir', work, '--data-root', str(tmp_path / 'data'), '--num-train', '8',
             '--num-val', '4', '--epochs', '1', '--teacher-epochs', '1', '--score-thr', '0.0',
@@ -173,22 +173,22 @@ def test_quick_mode_end_to_end(tmp_path):
         assert osp.getsize(osp.join(work, name)) > 0
     with open(osp.join(work, 'table.md')) as f:
         table = _table_rows(f.read())
-    assert list(table) == ['teacher', 'baseline', 'FGD']
+    assert list(table) == ['teacher', 'baseline', 'inherit', 'FGD']
     for name, cells in table.items():
         with open(osp.join(work, name, 'seed0', 'result.json')) as f:
             result = json.load(f)
-        assert result['row'] == name and result['seed'] == 0
+        assert result['row'] == name and result['seed'] == 0 and result['train_args'] == ['--amp']
         # the evaluator ran and logged its metrics (a score threshold of 0 keeps detections)
         assert 'coco/bbox_mAP' in result['metrics'] and 'coco/bbox_mAP_50' in result['metrics']
         assert result['value'] == result['metrics']['coco/bbox_mAP']
         assert cells[2] == f'{100 * result["value"]:.1f}'
         assert cells[3].startswith(f'{100 * result["value"]:.1f} ')
         assert osp.isfile(result['checkpoint']) and osp.isfile(result['run_config'])
-    with open(osp.join(work, 'baseline', 'seed0', 'result.json')) as f:
-        base = json.load(f)['value']
+    with open(osp.join(work, 'inherit', 'seed0', 'result.json')) as f:
+        inherit = json.load(f)['value']
     with open(osp.join(work, 'FGD', 'seed0', 'result.json')) as f:
         fgd = json.load(f)['value']
-    assert table['FGD'][4] == f'{100 * (fgd - base):+.1f}'
+    assert table['FGD'][4] == f'{100 * (fgd - inherit):+.1f} (vs inherit)'
     # The FGD run read the suite's teacher (its config names the teacher run's checkpoint).
     with open(osp.join(work, 'FGD', 'seed0', 'config.py')) as f:
         fgd_cfg = f.read()
