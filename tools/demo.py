@@ -180,7 +180,8 @@ def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, sc
                          f'{sorted(RETINANET_METHODS) + sorted(FASTER_RCNN_METHODS)}')
     if score_thr is not None:
         for row in rows:
-            prefix = 'model.student.' if row.role == 'method' else 'model.'
+            distilled = row.name in RETINANET_METHODS or row.name in FASTER_RCNN_METHODS
+            prefix = 'model.student.' if distilled else 'model.'
             if row.role != 'stage':
                 key = prefix + ('test_cfg.rcnn.score_thr' if 'frcnn' in row.name or row.name in FASTER_RCNN_METHODS
                                 else 'test_cfg.score_thr')
