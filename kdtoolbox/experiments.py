@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 __all__ = ['Row', 'run_suite', 'run_one', 'load_results', 'summarize', 'format_table', 'plot_table',
-           'final_metrics']
+           'final_metrics', 'loss_balance']
 
 ROLES = ('teacher', 'baseline', 'method', 'stage')
 _PLACEHOLDER = re.compile(r'\{(ckpt|dir):([\w.-]+)\}')
@@ -190,6 +190,32 @@ def final_metrics(folder: str, metric: Optional[str] = None) -> Optional[dict]:
                 if (metric in entry) if metric else any('/' in k for k in entry):
                     last = entry
     return last
+
+
+def loss_balance(folder: str) -> Optional[tuple[float, float]]:
+    """(distillation, task) loss of the last training line logged under ``folder``: the sums of the
+    ``distill.*`` keys and of the other ``loss*`` keys (not the total ``loss``), or None when the run
+    logged no distillation term. Read from mmengine's ``vis_data/scalars.json``."""
+    last = None
+    for stamp in sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d, 'vis_data'))):
+        path = osp.join(folder, stamp, 'vis_data', 'scalars.json')
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if 'loss' in entry:
+                    last = entry
+    if last is None:
+        return None
+    distill = sum(v for k, v in last.items() if k.startswith('distill.') and 'loss' in k.rsplit('.', 1)[-1])
+    task = sum(v for k, v in last.items() if not k.startswith('distill.') and k != 'loss'
+               and 'loss' in k.rsplit('.', 1)[-1])
+    has_distill = any(k.startswith('distill.') for k in last)
+    return (float(distill), float(task)) if has_distill else None
 
 
 def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dict,

@@ -342,3 +342,21 @@ def test_run_suite_passes_amp_except_to_rows_that_refuse_it(tmp_path):
     by_row = {r['row']: r for r in results}
     assert by_row['baseline']['train_args'] == ['--amp'] and by_row['baseline']['value'] == 0.5
     assert by_row['fp32']['train_args'] == [] and by_row['fp32']['value'] == 0.25
+
+
+def test_loss_balance_sums_distillation_and_task_terms(tmp_path):
+    """The last training line's ``distill.*`` losses against the other loss terms (the total ``loss``
+    and non-loss values such as ``lr`` left out); a run without distillation terms gives None."""
+    from kdtoolbox.experiments import loss_balance
+    stamp = tmp_path / 'run' / '20260101_000000' / 'vis_data'
+    stamp.mkdir(parents=True)
+    lines = [{'loss': 9.0, 'lr': 0.1, 'loss_cls': 1.0, 'distill.fpn0.loss_fg': 8.0},
+             {'coco/bbox_mAP': 0.3, 'step': 1},
+             {'loss': 3.5, 'lr': 0.1, 'grad_norm': 4.0, 'loss_cls': 0.25, 'loss_bbox': 0.25,
+              'distill.fpn0.loss_fg': 2.0, 'distill.fpn1.loss_fg': 1.0, 'distill.fpn0.gate_mean': 0.5}]
+    (stamp / 'scalars.json').write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    assert loss_balance(str(tmp_path / 'run')) == (3.0, 0.5)
+    plain = tmp_path / 'plain' / '20260101_000000' / 'vis_data'
+    plain.mkdir(parents=True)
+    (plain / 'scalars.json').write_text(json.dumps({'loss': 1.0, 'loss_cls': 1.0}) + '\n')
+    assert loss_balance(str(tmp_path / 'plain')) is None

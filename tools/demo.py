@@ -41,8 +41,8 @@ from typing import Callable
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout
 
-from kdtoolbox.experiments import (Row, format_table, load_results, plot_table, run_suite,  # noqa: E402
-                                   summarize)
+from kdtoolbox.experiments import (Row, format_table, load_results, loss_balance, plot_table,  # noqa: E402
+                                   run_suite, summarize)
 
 DEMO = osp.join(REPO, 'configs', 'demo')
 BENCH = osp.join(DEMO, 'bench')
@@ -376,6 +376,16 @@ def write_table(rows, results, work_dir: str, metric: str, header: str, scale: f
             if osp.isfile(failed) and not osp.isfile(osp.join(seed_dir, 'result.json')):
                 with open(failed) as f:
                     notes.append(f'- {row.name} ({osp.basename(seed_dir)}) FAILED: {json.load(f)["error"]}')
+    balance = []
+    for e in entries:
+        if e['role'] != 'method':
+            continue
+        ratios = [b[0] / b[1] for seed in e['seeds']
+                  for b in [loss_balance(osp.join(work_dir, e['name'], f'seed{seed}'))] if b and b[1] > 0]
+        if ratios:
+            balance.append(f'{e["name"]} {sum(ratios) / len(ratios):.2g}x')
+    if balance:  # how much of the objective the distillation terms are (explains some rows)
+        notes.append('- distillation / task loss at the end of training (mean over seeds): ' + ', '.join(balance))
     teacher = next((e for e in entries if e['role'] == 'teacher'), None)
     base = next((e for e in entries if e['role'] == 'baseline'), None)
     if teacher and base:
