@@ -269,7 +269,9 @@ def test_bev_suite_configs():
     benchmark scenes folder with the larger validation split, the same in all three loaders."""
     demo = _demo_module()
     rows, subs = demo.bev_suite(list(demo.BEV_METHODS))
-    assert [r.name for r in rows] == ['teacher', 'baseline', 'SparseKD', 'SparseImitation']
+    assert [r.name for r in rows] == ['teacher', 'baseline', 'tgi', 'SparseKD', 'SparseImitation']
+    assert {r.name: r.baseline for r in rows if r.role == 'method'} == {
+        'tgi': 'baseline', 'SparseKD': 'tgi', 'SparseImitation': 'baseline'}
     common = demo.bev_data_options('/data/lidar/', 64)
 
     def lookup(kind, name):
@@ -285,6 +287,11 @@ def test_bev_suite_configs():
         if row.role == 'method':
             assert cfg.model.teacher_checkpoint == '/suite/teacher/seed0/epoch_12.pth'
             assert cfg.model.teacher.endswith('centerpoint_voxel_scenes_teacher.py')
+        if row.name in ('tgi', 'SparseKD'):  # the same init; tgi without any KD loss
+            off = row.name == 'tgi'
+            assert cfg.model.distiller.tgi is True
+            assert (cfg.model.distiller.hm_weight == 0) == off and (cfg.model.distiller.reg_weight == 0) == off
+            assert cfg.model.distiller.label_kd is not off
     with pytest.raises(SystemExit, match='SparseKDD'):
         demo.bev_suite(['SparseKDD'])
 

@@ -302,7 +302,14 @@ def bev_suite(methods, teacher_epochs: int = BEV_TEACHER_EPOCHS):
                 seeded=False, baseline=None, options=cosine_epoch_schedule(teacher_epochs)),
             Row('baseline', osp.join(BEV_DEMO, 'centerpoint_voxel_half_scenes.py'), role='baseline',
                 baseline=None)]
-    rows += [Row(m, osp.join(BEV_DEMO, BEV_METHODS[m]), needs=['teacher']) for m in methods]
+    if 'SparseKD' in methods:  # its student starts from the teacher narrowed to its width (TGI)
+        rows.append(Row('tgi', osp.join(BEV_DEMO, BEV_METHODS['SparseKD']), needs=['teacher'],
+                        options={'model.distiller.hm_weight': 0.0, 'model.distiller.reg_weight': 0.0,
+                                 'model.distiller.label_kd': False},
+                        note="SparseKD's teacher-guided initialisation alone (its config, every KD loss "
+                             "off): the reference of SparseKD"))
+    rows += [Row(m, osp.join(BEV_DEMO, BEV_METHODS[m]), needs=['teacher'],
+                 baseline='tgi' if m == 'SparseKD' else 'baseline') for m in methods]
     return rows, {'work_dirs/centerpoint_voxel_scenes_teacher': '{ckpt:teacher}'}
 
 
