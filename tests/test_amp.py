@@ -144,3 +144,55 @@ def test_train_py_amp_on_cpu(tmp_path):
     value = float(re.search(r'distill\.fpn0\.loss_hint: ([0-9.e+-]+)', line).group(1))
     assert value > 0 and value == value
     assert float(re.search(r' loss: ([0-9.e+-]+)', line).group(1)) > 0
+
+
+def test_two_stage_detector_trains_under_cpu_bf16_autocast():
+    """A Faster R-CNN (RPN proposals through mmcv's nms, RoI features through mmcv's RoIAlign) takes a
+    training step under AutocastOptimWrapper on CPU: mmcv's CPU kernels take fp32 only, and the
+    wrapper's mmcv compat casts their inputs (kdtoolbox.ops.mmcv_compat). The loss is finite, the
+    backbone gets gradients through RoIAlign's backward, and the raw kernel still refuses bf16 (so
+    the compat layer is what makes it work)."""
+    from mmcv.utils import ext_loader
+    from conftest import faster_rcnn_cfg
+    from kdtoolbox.engine.amp import AutocastOptimWrapper
+    from kdtoolbox.engine.builder import build_model
+
+    ext = ext_loader.load_ext('_ext', ['nms'])
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        ext.nms(boxes, torch.tensor([0.9, 0.8], dtype=torch.bfloat16), iou_threshold=0.5, offset=0)
+
+    torch.manual_seed(0)
+    model = build_model(faster_rcnn_cfg(), 'student')  # (a dict: build_model makes it a ConfigDict)
+    model.train()
+    wrapper = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
+    inputs, samples = make_det_batch(2, 128)
+    with wrapper.optim_context(model):
+        losses = model.loss(inputs, samples)
+        assert torch.is_autocast_cpu_enabled()
+    total = sum(sum(v) if isinstance(v, list) else v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    assert 'loss_cls' in losses and 'loss_rpn_cls' in losses  # the RoI head ran on RoIAlign features
+    wrapper.backward(total)
+    grad = model.backbone.conv1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_mmcv_compat_casts_half_cpu_inputs_only():
+    """The wrapped nms gives the fp32 answer for bf16 boxes and scores (mixed too); RoIAlign returns
+    the features' dtype and fp32 inputs pass through bit-identical."""
+    from mmcv.ops import nms, roi_align
+    from kdtoolbox.ops.mmcv_compat import enable_cpu_autocast_for_mmcv_ops
+    assert enable_cpu_autocast_for_mmcv_ops()
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [0, 2]  # box 1 overlaps box 0 (IoU 0.81)
+    for b, s in ((boxes.bfloat16(), scores.bfloat16()), (boxes, scores.bfloat16())):
+        assert nms(b, s, 0.5)[1].tolist() == [0, 2]
+    feats = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(1, 2, 8, 8)
+    rois = torch.tensor([[0., 1., 1., 5., 5.]])
+    ref = roi_align(feats, rois, (2, 2), 1.0, 2, 'avg', True)
+    half = roi_align(feats.bfloat16(), rois, (2, 2), 1.0, 2, 'avg', True)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), ref, rtol=1e-2, atol=0.5)  # bf16 input rounding

@@ -105,11 +105,6 @@ def resize_transform(size: int) -> Callable[[dict], dict]:
     return transform
 
 
-def torch_cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 # ------------------------------------------------------------------------------ the shapes suite
 # Student side of the 128-channel benchmark models, for the RetinaNet distillation demo configs
 # (their student is retinanet_r18_shapes.py's model, their distiller takes the channel counts).
@@ -162,18 +157,14 @@ def shapes_suite(methods, epochs: int, teacher_epochs: int, token_iters: int, sc
             rows.append(Row(name, osp.join(DEMO, config), options=opts, needs=needs,
                             baseline='inherit' if name in INHERITING_METHODS else 'baseline'))
     if frcnn:
-        # fp32 (no --amp) on CPU: mmcv's CPU nms and RoIAlign take float32 only, and the RPN's proposals
-        # and the RoI head run them in training
-        fp32 = 'fp32: mmcv\'s CPU nms/RoIAlign take float32 only' if not torch_cuda() else ''
         rows.append(Row('frcnn_teacher', osp.join(DEMO, 'faster_rcnn_r50_shapes_teacher.py'), role='teacher',
-                        seeded=False, options=epoch_schedule(teacher_epochs), baseline=None,
-                        amp=not fp32, note=fp32))
+                        seeded=False, options=epoch_schedule(teacher_epochs), baseline=None))
         rows.append(Row('frcnn_baseline', osp.join(DEMO, 'faster_rcnn_r18_shapes.py'), role='baseline',
-                        options=student, baseline=None, amp=not fp32))
+                        options=student, baseline=None))
         for name in frcnn:
             config, extra = FASTER_RCNN_METHODS[name]
             rows.append(Row(name, osp.join(DEMO, config), options={**student, **extra},
-                            baseline='frcnn_baseline', needs=['frcnn_teacher'], amp=not fp32))
+                            baseline='frcnn_baseline', needs=['frcnn_teacher']))
     unknown = [m for m in methods if m not in RETINANET_METHODS and m not in FASTER_RCNN_METHODS]
     if unknown:
         raise SystemExit(f'unknown method(s) {unknown}; known: '

@@ -20,6 +20,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
+from ..ops.mmcv_compat import enable_cpu_autocast_for_mmcv_ops
+
 # A kdtoolbox child so that configs say type='kdtoolbox.AutocastOptimWrapper'.
 OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='kdtoolbox',
                           locations=['kdtoolbox.engine.amp'])
@@ -58,6 +60,8 @@ class AutocastOptimWrapper(OptimWrapper):
         super().__init__(**kwargs)
         self.cast_dtype = autocast_dtype(dtype, 'optim_wrapper.dtype')
         self.device_type = device_type
+        # mmcv's CPU nms / RoIAlign take fp32 only: two-stage detectors need their inputs cast
+        enable_cpu_autocast_for_mmcv_ops()
 
     @contextmanager
     def optim_context(self, model: torch.nn.Module):
