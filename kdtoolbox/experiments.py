@@ -230,6 +230,70 @@ def run_one(row: Row, seed: int, work_dir: str, common: dict, substitutions: dic
         with open(result_file) as f:
             return json.load(f)
     os.makedirs(folder, exist_ok=True)
+    # Another invocation on the same work dir may be training this run (two suites sharing the
+    # teacher, or a second process for other seeds): wait for its result instead of training over it.
+    while not _take_lock(folder):
+        log(f'[{row.name} seed {seed}] being trained by another process (pid in {_LOCK}): waiting')
+        while _lock_holder(folder) is not None and not osp.isfile(result_file):
+            time.sleep(_POLL_S)
+        if osp.isfile(result_file):
+            with open(result_file) as f:
+                return json.load(f)
+    try:
+        return _train_one(row, seed, folder, work_dir, common, substitutions, train_script, metric, log,
+                          env, transform, train_args)
+    finally:
+        _release_lock(folder)
+
+
+_LOCK = 'running.pid'
+_POLL_S = 10.0  # how often a waiting invocation looks again
+
+
+def _lock_holder(folder: str) -> Optional[int]:
+    """The pid of the live process holding ``folder``'s run lock, or None."""
+    try:
+        with open(osp.join(folder, _LOCK)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # its holder died: the lock is stale
+    except PermissionError:
+        pass
+    return pid
+
+
+def _take_lock(folder: str) -> bool:
+    """Create ``folder``'s run lock for this process (atomically); False when a live process holds it."""
+    path = osp.join(folder, _LOCK)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _lock_holder(folder) is not None:
+                return False
+            os.remove(path)  # stale: take it over
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _release_lock(folder: str) -> None:
+    try:
+        os.remove(osp.join(folder, _LOCK))
+    except OSError:
+        pass
+
+
+def _train_one(row: Row, seed: int, folder: str, work_dir: str, common: dict, substitutions: dict,
+               train_script: str, metric: str, log: Callable[[str], None], env: Optional[dict],
+               transform: Optional[Callable[[dict], dict]], train_args: Sequence[str]) -> dict:
+    result_file = osp.join(folder, 'result.json')
 
     def lookup(kind: str, name: str) -> str:
         other = osp.join(work_dir, name, 'seed0')

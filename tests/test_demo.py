@@ -367,3 +367,40 @@ def test_loss_balance_sums_distillation_and_task_terms(tmp_path):
     plain.mkdir(parents=True)
     (plain / 'scalars.json').write_text(json.dumps({'loss': 1.0, 'loss_cls': 1.0}) + '\n')
     assert loss_balance(str(tmp_path / 'plain')) is None
+
+
+def test_run_one_waits_for_a_run_another_process_is_training(tmp_path, monkeypatch):
+    """Two invocations on one work dir: a run whose folder is locked by a live process is not trained
+    again; the waiting one returns the result that process writes. A stale lock (dead pid) is taken
+    over, and the lock is gone after the run."""
+    import subprocess
+    import sys
+    import threading
+    from kdtoolbox import experiments
+    monkeypatch.setattr(experiments, '_POLL_S', 0.05)
+    row = Row('m', str(tmp_path / 'cfg.py'))
+    folder = tmp_path / 'work' / 'm' / 'seed0'
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        (folder / 'running.pid').write_text(str(holder.pid))
+        result = {'row': 'm', 'seed': 0, 'value': 0.5}
+        timer = threading.Timer(0.3, lambda: (folder / 'result.json').write_text(json.dumps(result)))
+        timer.start()
+        got = experiments.run_one(row, 0, str(tmp_path / 'work'), {}, {}, '/nonexistent/train.py', 'acc',
+                                  log=lambda msg: None)
+        assert got == result  # (training would have failed: no config, no script)
+    finally:
+        holder.kill()
+        holder.wait()
+    # a dead holder's lock is stale: taken over, and removed after the run
+    (folder / 'result.json').unlink()
+    (folder / 'running.pid').write_text(str(holder.pid))
+    (tmp_path / 'cfg.py').write_text('model = dict(type="X")\n')
+    script = tmp_path / 'train.py'
+    script.write_text('import json, os, sys\n'
+                      'work = sys.argv[sys.argv.index("--work-dir") + 1]\n'
+                      'os.makedirs(os.path.join(work, "s", "vis_data"), exist_ok=True)\n'
+                      'open(os.path.join(work, "s", "vis_data", "scalars.json"), "w").write(\'{"acc": 0.25}\\n\')\n')
+    got = experiments.run_one(row, 0, str(tmp_path / 'work'), {}, {}, str(script), 'acc', log=lambda msg: None)
+    assert got['value'] == 0.25 and not (folder / 'running.pid').exists()
