@@ -18,8 +18,8 @@ demo:
 	$(PY) tools/train.py configs/demo/retinanet_r50_shapes_teacher.py
 	$(PY) tools/train.py configs/demo/fitnet_retinanet_shapes.py
 
-# The results tables on generated data (tools/demo.py, docs/results.md). demo-quick: the detection
-# teacher, the student baseline, the inherit-only reference and FGD, one seed (~15 min on 2 cores);
+# The results tables on generated data (tools/demo.py, docs/results.md). demo-quick: a detection
+# teacher (8 epochs), the student baseline and GID, one seed (under 15 min on 2 cores);
 # demo-table: every 2D distiller, seeds 0 1 2; demo-tables: the detection, LiDAR (bev) and
 # audio-visual tables. All resume (finished runs are skipped) and share work_dirs/demo_<suite>.
 # One thread per run: on a busy machine several torch threads spin-wait.

@@ -1,6 +1,6 @@
 """tools/demo.py and kdtoolbox.experiments: the results table on generated data.
 
-The slow test runs the real quick mode (teacher, baseline, FGD through tools/train.py, COCO mAP by
+The slow test runs the real quick mode (teacher, baseline, GID through tools/train.py, COCO mAP by
 mmdet's CocoMetric) on a tiny schedule and checks the table against the per-run result files; the
 fast ones check the table arithmetic, the config building and the harder shapes variant.
 """
@@ -155,9 +155,9 @@ def _table_rows(text):
 
 @pytest.mark.slow
 def test_quick_mode_end_to_end(tmp_path):
-    """``tools/demo.py --quick`` on a tiny schedule: teacher, baseline, inherit-only and FGD trained by
-    tools/train.py --amp, the table's numbers are those of the per-run result files (from
-    CocoMetric), FGD compared with the inherit row, a rerun trains nothing."""
+    """``tools/demo.py --quick`` on a tiny schedule: teacher, baseline and GID (the quick method: RoI
+    features and nms under bf16 autocast) trained by tools/train.py --amp, the table's numbers are
+    those of the per-run result files (from CocoMetric), a rerun trains nothing."""
     work = str(tmp_path / 'demo')
     argv = ['--quick', '--work-dir', work, '--data-root', str(tmp_path / 'data'), '--num-train', '8',
             '--num-val', '4', '--epochs', '1', '--teacher-epochs', '1', '--score-thr', '0.0',
@@ -173,7 +173,7 @@ def test_quick_mode_end_to_end(tmp_path):
         assert osp.getsize(osp.join(work, name)) > 0
     with open(osp.join(work, 'table.md')) as f:
         table = _table_rows(f.read())
-    assert list(table) == ['teacher', 'baseline', 'inherit', 'FGD']
+    assert list(table) == ['teacher', 'baseline', 'GID']
     for name, cells in table.items():
         with open(osp.join(work, name, 'seed0', 'result.json')) as f:
             result = json.load(f)
@@ -184,16 +184,16 @@ def test_quick_mode_end_to_end(tmp_path):
         assert cells[2] == f'{100 * result["value"]:.1f}'
         assert cells[3].startswith(f'{100 * result["value"]:.1f} ')
         assert osp.isfile(result['checkpoint']) and osp.isfile(result['run_config'])
-    with open(osp.join(work, 'inherit', 'seed0', 'result.json')) as f:
-        inherit = json.load(f)['value']
-    with open(osp.join(work, 'FGD', 'seed0', 'result.json')) as f:
-        fgd = json.load(f)['value']
-    assert table['FGD'][4] == f'{100 * (fgd - inherit):+.1f} (vs inherit)'
-    # The FGD run read the suite's teacher (its config names the teacher run's checkpoint).
-    with open(osp.join(work, 'FGD', 'seed0', 'config.py')) as f:
-        fgd_cfg = f.read()
+    with open(osp.join(work, 'baseline', 'seed0', 'result.json')) as f:
+        base = json.load(f)['value']
+    with open(osp.join(work, 'GID', 'seed0', 'result.json')) as f:
+        gid = json.load(f)['value']
+    assert table['GID'][4] == f'{100 * (gid - base):+.1f}'
+    # The GID run read the suite's teacher (its config names the teacher run's checkpoint).
+    with open(osp.join(work, 'GID', 'seed0', 'config.py')) as f:
+        gid_cfg = f.read()
     teacher_ckpt = json.load(open(osp.join(work, 'teacher', 'seed0', 'result.json')))['checkpoint']
-    assert teacher_ckpt in fgd_cfg and 'work_dirs/retinanet_r50_shapes_teacher' not in fgd_cfg
+    assert teacher_ckpt in gid_cfg and 'work_dirs/retinanet_r50_shapes_teacher' not in gid_cfg
     # Resumable: a second invocation finds every run finished and trains nothing.
     stamps = {n: os.stat(osp.join(work, n, 'seed0', 'train.log')).st_mtime_ns for n in table}
     os.chdir(REPO)
