@@ -169,26 +169,31 @@ def build_run_config(row: Row, seed: int, folder: str, common: dict, substitutio
     return cfg
 
 
-def final_metrics(folder: str, metric: Optional[str] = None) -> Optional[dict]:
-    """The metrics of the last validation logged under ``folder`` (mmengine's ``vis_data/scalars.json``
-    lines that hold ``metric``, or, without one, a metric-looking key: a ``/`` in a key other than the
-    loss/time ones), or None."""
-    last = None
-    stamps = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d, 'vis_data')))
-    for stamp in stamps:
+def _scalar_lines(folder: str) -> Iterable[dict]:
+    """The lines of mmengine's ``<stamp>/vis_data/scalars.json`` under ``folder``, oldest run first
+    (a resumed run logs into a new stamp); unreadable lines are skipped."""
+    for stamp in sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d, 'vis_data'))):
         path = osp.join(folder, stamp, 'vis_data', 'scalars.json')
         if not osp.isfile(path):
             continue
         with open(path) as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    yield json.loads(line)
                 except ValueError:
                     continue
-                if 'loss' in entry or 'lr' in entry:
-                    continue
-                if (metric in entry) if metric else any('/' in k for k in entry):
-                    last = entry
+
+
+def final_metrics(folder: str, metric: Optional[str] = None) -> Optional[dict]:
+    """The metrics of the last validation logged under ``folder`` (mmengine's ``vis_data/scalars.json``
+    lines that hold ``metric``, or, without one, a metric-looking key: a ``/`` in a key other than the
+    loss/time ones), or None."""
+    last = None
+    for entry in _scalar_lines(folder):
+        if 'loss' in entry or 'lr' in entry:
+            continue
+        if (metric in entry) if metric else any('/' in k for k in entry):
+            last = entry
     return last
 
 
@@ -197,18 +202,9 @@ def loss_balance(folder: str) -> Optional[tuple[float, float]]:
     ``distill.*`` keys and of the other ``loss*`` keys (not the total ``loss``), or None when the run
     logged no distillation term. Read from mmengine's ``vis_data/scalars.json``."""
     last = None
-    for stamp in sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d, 'vis_data'))):
-        path = osp.join(folder, stamp, 'vis_data', 'scalars.json')
-        if not osp.isfile(path):
-            continue
-        with open(path) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if 'loss' in entry:
-                    last = entry
+    for entry in _scalar_lines(folder):
+        if 'loss' in entry:
+            last = entry
     if last is None:
         return None
     distill = sum(v for k, v in last.items() if k.startswith('distill.') and 'loss' in k.rsplit('.', 1)[-1])
