@@ -58,7 +58,6 @@ class Row:
         baseline: the row this one is compared with (its delta); None for none.
         needs: rows that must have finished first (besides those named by placeholders).
         note: a line for the table's notes (why a row is set up the way it is).
-        amp: False: the row trains without the suite's ``--amp`` (models that cannot run under it).
     """
     name: str
     config: str
@@ -68,7 +67,6 @@ class Row:
     baseline: Optional[str] = 'baseline'
     needs: Sequence[str] = ()
     note: str = ''
-    amp: bool = True
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -391,9 +389,8 @@ def run_suite(rows: Sequence[Row], seeds: Sequence[int], work_dir: str, common: 
             if row.name in failed:
                 continue
             try:
-                args = train_args if row.amp else [a for a in train_args if a != '--amp']
                 results.append(run_one(row, seed if row.seeded else 0, work_dir, common, substitutions,
-                                       train_script, metric, log, env, transform, args))
+                                       train_script, metric, log, env, transform, train_args))
             except (RuntimeError, FileNotFoundError) as exc:
                 if not keep_going:
                     raise

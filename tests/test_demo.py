@@ -328,10 +328,10 @@ def test_final_metrics_reads_the_named_metric(tmp_path):
     assert final_metrics(str(tmp_path), 'coco/bbox_mAP') is None
 
 
-def test_run_suite_passes_amp_except_to_rows_that_refuse_it(tmp_path):
-    """run_suite hands the suite's training arguments to every run but drops --amp for a row with
-    ``amp=False``; each run's result records the arguments it was trained with. (The training
-    script is a stand-in that logs one validation; the real one runs in the quick-mode test.)"""
+def test_run_suite_passes_the_training_arguments_to_every_run(tmp_path):
+    """run_suite hands the suite's training arguments (``--amp``) to every run's training script, and
+    each run's result records them. (The training script is a stand-in that logs one validation
+    whose value says whether it saw --amp; the real one runs in the quick-mode test.)"""
     from kdtoolbox.experiments import run_suite
     script = tmp_path / 'train.py'
     script.write_text(
@@ -342,13 +342,12 @@ def test_run_suite_passes_amp_except_to_rows_that_refuse_it(tmp_path):
         '    f.write(json.dumps({"acc/top1": 0.5 if "--amp" in sys.argv else 0.25, "step": 1}) + "\\n")\n')
     config = tmp_path / 'cfg.py'
     config.write_text('model = dict(type="X")\n')
-    rows = [Row('baseline', str(config), role='baseline', baseline=None),
-            Row('fp32', str(config), amp=False)]
-    results = run_suite(rows, [0], str(tmp_path / 'work'), {}, {}, str(script), 'acc/top1',
-                        log=lambda msg: None, train_args=['--amp'])
-    by_row = {r['row']: r for r in results}
-    assert by_row['baseline']['train_args'] == ['--amp'] and by_row['baseline']['value'] == 0.5
-    assert by_row['fp32']['train_args'] == [] and by_row['fp32']['value'] == 0.25
+    rows = [Row('baseline', str(config), role='baseline', baseline=None), Row('m', str(config))]
+    with_amp = run_suite(rows, [0], str(tmp_path / 'amp'), {}, {}, str(script), 'acc/top1',
+                         log=lambda msg: None, train_args=['--amp'])
+    assert [(r['train_args'], r['value']) for r in with_amp] == [(['--amp'], 0.5)] * 2
+    plain = run_suite(rows, [0], str(tmp_path / 'fp32'), {}, {}, str(script), 'acc/top1', log=lambda msg: None)
+    assert [(r['train_args'], r['value']) for r in plain] == [([], 0.25)] * 2
 
 
 def test_loss_balance_sums_distillation_and_task_terms(tmp_path):

@@ -57,7 +57,9 @@ def _read_state_dict(path: str) -> dict:
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise RuntimeError(f'teacher_checkpoint {path!r} holds no state_dict')
-    return _with_metadata({_strip_module(k): v for k, v in state.items()}, state)
+    metadata = getattr(state, '_metadata', None)
+    return _with_metadata({_strip_module(k): v for k, v in state.items()},
+                          None if metadata is None else {_strip_module(k): v for k, v in metadata.items()})
 
 
 def _strip_module(key: str) -> str:
@@ -65,17 +67,17 @@ def _strip_module(key: str) -> str:
     return key[len('module.'):] if key.startswith('module.') else '' if key == 'module' else key
 
 
-def _with_metadata(state: dict, source: dict) -> 'OrderedDict':
-    """``state`` as an OrderedDict carrying ``source``'s ``_metadata`` (per-module state-dict versions).
+def _with_metadata(state: dict, metadata: Optional[dict]) -> 'OrderedDict':
+    """``state`` as an OrderedDict carrying ``metadata`` as its ``_metadata`` (per-module state-dict
+    versions, keyed by module path).
 
     ``load_state_dict`` hands each module its version from it: modules whose stored layout changed
     between versions convert old checkpoints when the version is absent. mmdet3d's spconv 2 layers do
     (they permute kernels saved by mmcv's spconv 1), so a state dict rebuilt without the metadata
     gets its sparse-conv kernels permuted into the wrong shape."""
     out = OrderedDict(state)
-    metadata = getattr(source, '_metadata', None)
     if metadata is not None:
-        out._metadata = OrderedDict((_strip_module(k), v) for k, v in metadata.items())
+        out._metadata = OrderedDict(metadata)
     return out
 
 
@@ -112,7 +114,7 @@ def build_teacher(cfg: Any, checkpoint: Optional[str], strict: bool = True) -> n
                       logger='current', level=logging.WARNING)
         expected = teacher.state_dict()
         fitting = _with_metadata({k: v for k, v in state.items() if k in expected
-                                  and tuple(v.shape) == tuple(expected[k].shape)}, state)
+                                  and tuple(v.shape) == tuple(expected[k].shape)}, getattr(state, '_metadata', None))
         teacher.load_state_dict(fitting, strict=False)
     else:  # no init_weights(): a model-zoo config would download pretrained backbone weights
         print_log('teacher_checkpoint is None: the teacher keeps its random initial weights',
